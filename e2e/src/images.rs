@@ -1,0 +1,633 @@
+//! Container images built on this machine and imported into the node's containerd.
+//!
+//! There is no registry: images are assembled with umoci (an OCI layout per image, one layer
+//! per input directory), converted with skopeo to a docker archive that names the reference,
+//! and imported with `ctr -n k8s.io images import`. Pods use `imagePullPolicy: IfNotPresent`
+//! or `Never`. Every image has a content key (hash of its inputs): an unchanged image is
+//! neither rebuilt nor reimported, which keeps a warm `up` fast.
+//!
+//! Root filesystems come from `debootstrap --variant=minbase bookworm` against the Debian
+//! mirror apt already uses here, cached under `~/.cache/stateward/rootfs/`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+
+use crate::cmd;
+use crate::components;
+use crate::configs::PAUSE_IMAGE;
+use crate::layout::Layout;
+
+pub const COREDNS_IMAGE: &str = "stateward.local/coredns:v1.14.7";
+pub const LOCAL_PATH_IMAGE: &str = "stateward.local/local-path-provisioner:v0.0.30";
+/// Debian minbase with a shell and coreutils: test workloads and the provisioner's helper pods.
+pub const TESTBOX_IMAGE: &str = "stateward.local/testbox:dev";
+pub const OPERATOR_IMAGE: &str = "stateward.local/operator:dev";
+pub const PILOT_IMAGE: &str = "stateward.local/pilot:dev";
+// TODO(elasticsearch issue): `stateward.local/elasticsearch:<version>` built like the
+// Cassandra image (JRE rootfs + distribution from Maven Central); not needed yet.
+
+const PAUSE_SOURCE: &str = include_str!("../images/pause.c");
+const NONROOT_UID: u32 = 65532;
+const CASSANDRA_UID: u32 = 999;
+const JAVA_HOME: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
+
+/// Image runtime configuration (the OCI config fields we use).
+#[derive(Default)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub user: String,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub volumes: Vec<String>,
+}
+
+/// An image to build: each directory becomes one layer, inserted at `/`.
+pub struct ImageSpec {
+    pub reference: String,
+    pub layers: Vec<PathBuf>,
+    pub config: ImageConfig,
+    /// Hash of everything the image is made from.
+    pub key: String,
+}
+
+/// A built image ready to import.
+pub struct Built {
+    pub reference: String,
+    pub key: String,
+    pub archive: PathBuf,
+}
+
+fn sanitize(reference: &str) -> String {
+    reference.replace(['/', ':'], "_")
+}
+
+fn hash_parts(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+fn hash_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(hash_parts(&[&bytes]))
+}
+
+/// Builds (or reuses) the OCI image and its docker archive.
+pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
+    let work = layout.image_work().join(sanitize(&spec.reference));
+    let archive = work.join("image.tar");
+    let key_file = work.join("key");
+    let config_key = format!(
+        "{:?}{:?}{}{:?}{:?}{:?}",
+        spec.config.entrypoint,
+        spec.config.cmd,
+        spec.config.user,
+        spec.config.env,
+        spec.config.workdir,
+        spec.config.volumes
+    );
+    let key = hash_parts(&[spec.key.as_bytes(), config_key.as_bytes()]);
+    let built = Built {
+        reference: spec.reference.clone(),
+        key: key.clone(),
+        archive: archive.clone(),
+    };
+    if archive.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        return Ok(built);
+    }
+    eprintln!("building image {} ...", spec.reference);
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
+    let umoci = cmd::require("umoci")?;
+    let oci = work.join("oci");
+    let image = format!("{}:image", oci.display());
+    cmd::run(Command::new(&umoci).arg("init").arg("--layout").arg(&oci))?;
+    cmd::run(Command::new(&umoci).args(["new", "--image", &image]))?;
+    for layer in &spec.layers {
+        cmd::run(
+            Command::new(&umoci)
+                .args(["insert", "--image", &image])
+                .arg(layer)
+                .arg("/"),
+        )
+        .with_context(|| format!("add layer {} to {}", layer.display(), spec.reference))?;
+    }
+    let mut config = Command::new(&umoci);
+    config.args([
+        "config",
+        "--image",
+        &image,
+        "--config.user",
+        &spec.config.user,
+    ]);
+    for e in &spec.config.entrypoint {
+        config.args(["--config.entrypoint", e]);
+    }
+    for c in &spec.config.cmd {
+        config.args(["--config.cmd", c]);
+    }
+    for e in &spec.config.env {
+        config.args(["--config.env", e]);
+    }
+    for v in &spec.config.volumes {
+        config.args(["--config.volume", v]);
+    }
+    if let Some(w) = &spec.config.workdir {
+        config.args(["--config.workingdir", w]);
+    }
+    cmd::run(&mut config).with_context(|| format!("configure {}", spec.reference))?;
+    cmd::run(
+        Command::new(cmd::require("skopeo")?)
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{image}"))
+            .arg(format!(
+                "docker-archive:{}:{}",
+                archive.display(),
+                spec.reference
+            )),
+    )
+    .with_context(|| format!("export {} as a docker archive", spec.reference))?;
+    std::fs::remove_dir_all(&oci).with_context(|| format!("remove {}", oci.display()))?;
+    std::fs::write(&key_file, &key).with_context(|| format!("write {}", key_file.display()))?;
+    Ok(built)
+}
+
+fn ctr(layout: &Layout) -> anyhow::Result<Command> {
+    let mut c = Command::new(cmd::require("ctr")?);
+    c.arg("--address")
+        .arg(layout.containerd_socket())
+        .args(["--namespace", "k8s.io"]);
+    Ok(c)
+}
+
+/// References present in the node's containerd.
+pub fn present(layout: &Layout) -> anyhow::Result<HashSet<String>> {
+    let out = cmd::output(ctr(layout)?.args(["images", "ls", "-q"]))
+        .context("list images in the node's containerd")?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// Imports built images whose content is not in containerd yet.
+pub fn import(layout: &Layout, images: &[Built]) -> anyhow::Result<()> {
+    let present = present(layout)?;
+    let stamps = layout.image_stamps();
+    std::fs::create_dir_all(&stamps).with_context(|| format!("create {}", stamps.display()))?;
+    for image in images {
+        let stamp = stamps.join(sanitize(&image.reference));
+        if present.contains(&image.reference)
+            && std::fs::read_to_string(&stamp).is_ok_and(|k| k == image.key)
+        {
+            continue;
+        }
+        eprintln!("importing {} into the node ...", image.reference);
+        cmd::run(ctr(layout)?.args(["images", "import"]).arg(&image.archive))
+            .with_context(|| format!("import {}", image.reference))?;
+        std::fs::write(&stamp, &image.key).with_context(|| format!("write {}", stamp.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds the images `up` itself needs (sandbox, DNS, storage, test/helper box).
+pub fn build_infra(layout: &Layout) -> anyhow::Result<Vec<Built>> {
+    let specs = vec![
+        pause(layout)?,
+        static_binary(
+            layout,
+            COREDNS_IMAGE,
+            &components::coredns().binary(layout, "coredns"),
+        )?,
+        static_binary(
+            layout,
+            LOCAL_PATH_IMAGE,
+            &components::local_path_provisioner().binary(layout, "local-path-provisioner"),
+        )?,
+        testbox(layout)?,
+    ];
+    specs.iter().map(|s| build(layout, s)).collect()
+}
+
+/// Builds the project's images: operator, pilot, Cassandra.
+pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
+    eprintln!("cargo build --release -p stateward-operator -p stateward-pilot ...");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(layout.repo())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "stateward-operator",
+            "-p",
+            "stateward-pilot",
+        ])
+        .status()
+        .context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the operator and pilot failed ({status}); see above");
+    }
+    let target = cargo_target_dir(layout).join("release");
+    let specs = vec![
+        rust_binary(layout, OPERATOR_IMAGE, &target.join("stateward-operator"))?,
+        rust_binary(layout, PILOT_IMAGE, &target.join("stateward-pilot"))?,
+        cassandra(layout)?,
+    ];
+    specs.iter().map(|s| build(layout, s)).collect()
+}
+
+/// The workspace's target directory (shared; honours CARGO_TARGET_DIR if a user set it).
+fn cargo_target_dir(layout: &Layout) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| layout.repo().join("target"))
+}
+
+/// A fresh staging directory for one image's layer.
+fn stage(layout: &Layout, reference: &str) -> anyhow::Result<PathBuf> {
+    let dir = layout.image_work().join("stage").join(sanitize(reference));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn pause(layout: &Layout) -> anyhow::Result<ImageSpec> {
+    let dir = stage(layout, PAUSE_IMAGE)?;
+    let src = layout.image_work().join("pause.c");
+    std::fs::write(&src, PAUSE_SOURCE).with_context(|| format!("write {}", src.display()))?;
+    cmd::run(
+        Command::new(cmd::require("gcc")?)
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(dir.join("pause"))
+            .arg(&src),
+    )
+    .context("compile the pause binary (needs gcc and libc6-dev)")?;
+    Ok(ImageSpec {
+        reference: PAUSE_IMAGE.into(),
+        layers: vec![dir],
+        config: ImageConfig {
+            entrypoint: vec!["/pause".into()],
+            user: format!("{NONROOT_UID}:{NONROOT_UID}"),
+            ..Default::default()
+        },
+        key: hash_parts(&[PAUSE_SOURCE.as_bytes()]),
+    })
+}
+
+/// A static Go binary alone in an image (CoreDNS, the provisioner), with CA certificates.
+fn static_binary(layout: &Layout, reference: &str, binary: &Path) -> anyhow::Result<ImageSpec> {
+    let dir = stage(layout, reference)?;
+    let name = binary
+        .file_name()
+        .context("binary without a file name")?
+        .to_string_lossy()
+        .into_owned();
+    copy_into(
+        binary,
+        &dir,
+        Path::new("/usr/local/bin").join(&name).as_path(),
+    )?;
+    base_files(&dir)?;
+    Ok(ImageSpec {
+        reference: reference.into(),
+        layers: vec![dir],
+        config: ImageConfig {
+            entrypoint: vec![format!("/usr/local/bin/{name}")],
+            user: "0:0".into(),
+            ..Default::default()
+        },
+        key: hash_file(binary)?,
+    })
+}
+
+/// A Rust binary with exactly the shared libraries `ldd` lists, CA certificates and a
+/// non-root user: the minimal runtime for the operator and the pilot.
+fn rust_binary(layout: &Layout, reference: &str, binary: &Path) -> anyhow::Result<ImageSpec> {
+    if !binary.is_file() {
+        bail!("{} was not built", binary.display());
+    }
+    let dir = stage(layout, reference)?;
+    let name = binary
+        .file_name()
+        .context("binary without a file name")?
+        .to_string_lossy()
+        .into_owned();
+    let target = Path::new("/usr/local/bin").join(&name);
+    copy_into(binary, &dir, &target)?;
+    for lib in shared_libraries(binary)? {
+        copy_into(&lib, &dir, &lib)?;
+    }
+    base_files(&dir)?;
+    Ok(ImageSpec {
+        reference: reference.into(),
+        layers: vec![dir],
+        config: ImageConfig {
+            entrypoint: vec![target.display().to_string()],
+            user: format!("{NONROOT_UID}:{NONROOT_UID}"),
+            ..Default::default()
+        },
+        key: hash_file(binary)?,
+    })
+}
+
+/// Shared libraries (and the dynamic loader) of `binary`, from `ldd`.
+fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("not a dynamic executable") {
+        return Ok(Vec::new());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            }?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// Copies the content of `src` (following symlinks) to `root` + `target`.
+fn copy_into(src: &Path, root: &Path, target: &Path) -> anyhow::Result<()> {
+    let dest = root.join(target.strip_prefix("/").unwrap_or(target));
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::copy(src, &dest)
+        .with_context(|| format!("copy {} to {}", src.display(), dest.display()))?;
+    Ok(())
+}
+
+/// /etc/passwd, /etc/group, CA certificates and a sticky /tmp for distroless-style images.
+fn base_files(root: &Path) -> anyhow::Result<()> {
+    let etc = root.join("etc");
+    std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
+    std::fs::write(
+        etc.join("passwd"),
+        format!(
+            "root:x:0:0:root:/root:/sbin/nologin\n\
+             nonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
+        ),
+    )
+    .context("write /etc/passwd")?;
+    std::fs::write(
+        etc.join("group"),
+        format!("root:x:0:\nnonroot:x:{NONROOT_UID}:\n"),
+    )
+    .context("write /etc/group")?;
+    copy_into(
+        Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        root,
+        Path::new("/etc/ssl/certs/ca-certificates.crt"),
+    )?;
+    let home = root.join("home/nonroot");
+    std::fs::create_dir_all(&home).context("create /home/nonroot")?;
+    std::os::unix::fs::chown(&home, Some(NONROOT_UID), Some(NONROOT_UID))
+        .context("chown /home/nonroot")?;
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp).context("create /tmp")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+        .context("chmod /tmp")?;
+    Ok(())
+}
+
+fn testbox(layout: &Layout) -> anyhow::Result<ImageSpec> {
+    let (rootfs, key) = minbase(layout)?;
+    Ok(ImageSpec {
+        reference: TESTBOX_IMAGE.into(),
+        layers: vec![rootfs],
+        config: ImageConfig {
+            cmd: vec!["sleep".into(), "infinity".into()],
+            user: "0:0".into(),
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            ..Default::default()
+        },
+        key,
+    })
+}
+
+fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
+    use crate::cassandra_dist::{CASSANDRA_VERSION, ensure_dist};
+    let reference = format!("stateward.local/cassandra:{CASSANDRA_VERSION}");
+    let (jre, jre_key) = jre_rootfs(layout)?;
+    let dist = ensure_dist(CASSANDRA_VERSION).context("assemble the Cassandra distribution")?;
+    let dir = stage(layout, &reference)?;
+    // The official image's layout: the distribution in /opt/cassandra, its conf moved to
+    // /etc/cassandra (owned by cassandra, so entrypoints can edit it) and linked back;
+    // data and logs in /var/lib/cassandra and /var/log/cassandra, linked from the home.
+    let home = dir.join("opt/cassandra");
+    std::fs::create_dir_all(dir.join("opt")).context("create /opt")?;
+    std::fs::create_dir_all(dir.join("etc")).context("create /etc")?;
+    cmd::run(Command::new("cp").arg("-a").arg(&dist).arg(&home))
+        .context("copy the Cassandra distribution")?;
+    let conf = home.join("conf");
+    if conf.is_dir() {
+        cmd::run(Command::new("mv").arg(&conf).arg(dir.join("etc/cassandra")))?;
+    } else {
+        std::fs::create_dir_all(dir.join("etc/cassandra")).context("create /etc/cassandra")?;
+    }
+    for (link, target) in [
+        ("conf", "/etc/cassandra"),
+        ("data", "/var/lib/cassandra"),
+        ("logs", "/var/log/cassandra"),
+    ] {
+        let path = home.join(link);
+        if !path.exists() {
+            std::os::unix::fs::symlink(target, &path)
+                .with_context(|| format!("link {}", path.display()))?;
+        }
+    }
+    for sub in ["var/lib/cassandra", "var/log/cassandra"] {
+        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("create /{sub}"))?;
+    }
+    cmd::run(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{CASSANDRA_UID}:{CASSANDRA_UID}"))
+            .arg(dir.join("etc/cassandra"))
+            .arg(dir.join("var/lib/cassandra"))
+            .arg(dir.join("var/log/cassandra")),
+    )?;
+    let listing = cmd::output(
+        Command::new("find")
+            .arg(&dist)
+            .args(["-printf", "%P %s %T@\n"]),
+    )
+    .context("list the Cassandra distribution")?;
+    Ok(ImageSpec {
+        reference,
+        layers: vec![jre, dir],
+        config: ImageConfig {
+            cmd: vec!["cassandra".into(), "-f".into()],
+            user: format!("{CASSANDRA_UID}:{CASSANDRA_UID}"),
+            env: vec![
+                "CASSANDRA_HOME=/opt/cassandra".into(),
+                "CASSANDRA_CONF=/etc/cassandra".into(),
+                format!("JAVA_HOME={JAVA_HOME}"),
+                "PATH=/opt/cassandra/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                    .into(),
+            ],
+            workdir: Some("/opt/cassandra".into()),
+            volumes: vec!["/var/lib/cassandra".into()],
+            ..Default::default()
+        },
+        key: hash_parts(&[jre_key.as_bytes(), listing.as_bytes()]),
+    })
+}
+
+/// The Debian mirror apt uses on this machine (deb822 or one-line sources).
+fn debian_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(t) = std::fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.flatten() {
+            if let Ok(t) = std::fs::read_to_string(entry.path()) {
+                texts.push(t);
+            }
+        }
+    }
+    for text in &texts {
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+            let uri = if let Some(rest) = line.strip_prefix("URIs:") {
+                rest.split_whitespace().next()
+            } else if line.starts_with("deb ") && line.contains(" bookworm") {
+                line.split_whitespace().find(|w| w.contains("://"))
+            } else {
+                None
+            };
+            if let Some(uri) = uri.filter(|u| u.trim_end_matches('/').ends_with("/debian")) {
+                return uri.to_string();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".into()
+}
+
+/// `debootstrap --variant=minbase bookworm`, cached. Returns the directory and its key.
+pub fn minbase(layout: &Layout) -> anyhow::Result<(PathBuf, String)> {
+    let mirror = debian_mirror();
+    let key = hash_parts(&[b"bookworm minbase", mirror.as_bytes()]);
+    cached_rootfs(layout, "bookworm-minbase", &key, |tmp| {
+        let log = layout.build_logs().join("debootstrap-bookworm-minbase.log");
+        eprintln!("debootstrap --variant=minbase bookworm from {mirror} (a few minutes, once) ...");
+        cmd::run_logged(
+            Command::new(cmd::require("debootstrap")?)
+                .args(["--variant=minbase", "bookworm"])
+                .arg(tmp)
+                .arg(&mirror),
+            &log,
+        )
+        .context("debootstrap failed")?;
+        // Same suites as the host (updates, security) for packages installed later.
+        let sources = Path::new("/etc/apt/sources.list.d/debian.sources");
+        if sources.is_file() {
+            std::fs::copy(sources, tmp.join("etc/apt/sources.list.d/debian.sources"))
+                .context("copy debian.sources")?;
+            std::fs::remove_file(tmp.join("etc/apt/sources.list")).ok();
+        }
+        clean_apt(tmp)
+    })
+    .map(|dir| (dir, key))
+}
+
+/// minbase + openjdk-17-jre-headless + the `cassandra` user (uid/gid 999).
+fn jre_rootfs(layout: &Layout) -> anyhow::Result<(PathBuf, String)> {
+    let (base, base_key) = minbase(layout)?;
+    let key = hash_parts(&[
+        base_key.as_bytes(),
+        b"openjdk-17-jre-headless cassandra:999",
+    ]);
+    cached_rootfs(layout, "bookworm-jre17", &key, |tmp| {
+        std::fs::remove_dir(tmp).context("remove empty staging dir")?;
+        cmd::run(Command::new("cp").arg("-a").arg(&base).arg(tmp)).context("copy minbase")?;
+        std::fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
+            .context("copy resolv.conf into the chroot")?;
+        let proc_dir = tmp.join("proc");
+        cmd::run(
+            Command::new("mount")
+                .args(["-t", "proc", "proc"])
+                .arg(&proc_dir),
+        )?;
+        let log = layout.build_logs().join("rootfs-bookworm-jre17.log");
+        eprintln!("installing openjdk-17-jre-headless into a rootfs (once) ...");
+        let result = cmd::run_logged(
+            Command::new("chroot")
+                .arg(tmp)
+                .args(["/bin/sh", "-c"])
+                .arg(format!(
+                    "set -e; apt-get update; \
+                     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                       openjdk-17-jre-headless procps; \
+                     groupadd -r -g {CASSANDRA_UID} cassandra; \
+                     useradd -r -u {CASSANDRA_UID} -g {CASSANDRA_UID} -d /var/lib/cassandra \
+                       -s /usr/sbin/nologin cassandra"
+                )),
+            &log,
+        );
+        let unmounted = cmd::run(Command::new("umount").arg(&proc_dir));
+        result?;
+        unmounted?;
+        std::fs::write(tmp.join("etc/resolv.conf"), "").context("reset resolv.conf")?;
+        clean_apt(tmp)
+    })
+    .map(|dir| (dir, key))
+}
+
+fn clean_apt(root: &Path) -> anyhow::Result<()> {
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let path = root.join(dir);
+        if let Ok(entries) = std::fs::read_dir(&path) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p.is_file() {
+                    std::fs::remove_file(&p).with_context(|| format!("remove {}", p.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A root filesystem under the cache, made by `make` in a temporary directory and renamed
+/// into place only when complete (an interrupted build never looks done).
+fn cached_rootfs(
+    layout: &Layout,
+    name: &str,
+    key: &str,
+    make: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<PathBuf> {
+    let dir = layout.rootfs_dir().join(name);
+    let stamp = layout.rootfs_dir().join(format!("{name}.key"));
+    if dir.is_dir() && std::fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        return Ok(dir);
+    }
+    let tmp = layout.rootfs_dir().join(format!("{name}.tmp"));
+    for old in [&tmp, &dir] {
+        if old.exists() {
+            std::fs::remove_dir_all(old).with_context(|| format!("remove {}", old.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    make(&tmp).with_context(|| format!("build the {name} root filesystem"))?;
+    std::fs::rename(&tmp, &dir).with_context(|| format!("rename {}", tmp.display()))?;
+    std::fs::write(&stamp, key).with_context(|| format!("write {}", stamp.display()))?;
+    Ok(dir)
+}

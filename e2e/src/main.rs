@@ -1,0 +1,177 @@
+//! `cargo dev <verb>`: the local real-Kubernetes harness (see docs/local-cluster.md).
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use stateward_e2e::cluster::{self, Cluster};
+use stateward_e2e::layout::Layout;
+use stateward_e2e::{images, kubectl};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo dev",
+    about = "Local single-node Kubernetes for Stateward"
+)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Build what is missing and start the cluster (reuses a healthy one); prints the
+    /// kubeconfig path.
+    Up,
+    /// Stop everything `up` started and remove its mounts, network namespaces and links.
+    Down {
+        /// Also delete the cluster state (etcd, containerd, certificates); build caches stay.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Print the kubeconfig path: `export KUBECONFIG=$(cargo dev kubeconfig)`.
+    Kubeconfig,
+    /// (Re)build the project's images and import them into the node.
+    Images,
+    /// `up` + `images`, install the chart and the example Cassandra cluster, show it.
+    Demo,
+    /// `up` + `images`, then `cargo test --release --workspace [ARGS]` against the cluster.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run our kubectl with the cluster's kubeconfig: `cargo dev kubectl -- get pods -A`.
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run our helm with the cluster's kubeconfig.
+    Helm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let layout = Layout::discover()?;
+    match cli.verb {
+        Verb::Up => {
+            let cluster = cluster::up(&layout)?;
+            println!("{}", cluster.kubeconfig().display());
+        }
+        Verb::Down { purge } => cluster::down(&layout, purge)?,
+        Verb::Kubeconfig => println!("{}", layout.kubeconfig().display()),
+        Verb::Images => {
+            let built = images::build_project(&layout)?;
+            images::import(&layout, &built)?;
+        }
+        Verb::Demo => {
+            let cluster = cluster::up_with_images(&layout)?;
+            demo(&cluster)?;
+        }
+        Verb::Test { args } => {
+            let cluster = cluster::up_with_images(&layout)?;
+            return test(&cluster, &args);
+        }
+        Verb::Kubectl { args } => {
+            let kubeconfig = layout.kubeconfig();
+            cluster::require_binary(&kubeconfig)?;
+            return kubectl::passthrough(&layout, &kubeconfig, &args);
+        }
+        Verb::Helm { args } => {
+            let kubeconfig = layout.kubeconfig();
+            cluster::require_binary(&kubeconfig)?;
+            return kubectl::helm_passthrough(&layout, &kubeconfig, &args);
+        }
+    }
+    Ok(0)
+}
+
+/// Runs the workspace's tests against the cluster, streaming their output.
+fn test(cluster: &Cluster, args: &[String]) -> anyhow::Result<i32> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(cluster.layout().repo())
+        .args(["test", "--release", "--workspace"])
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("STATEWARD_E2E", "1")
+        .status()
+        .context("run cargo test")?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Installs the chart (when present) and the example CassandraCluster, waits, and shows it.
+// The lead extends this (wait conditions, what to print); each step is one call.
+fn demo(cluster: &Cluster) -> anyhow::Result<()> {
+    let repo = cluster.layout().repo();
+    let chart = repo.join("charts/stateward");
+    if chart.is_dir() {
+        helm(
+            cluster,
+            &[
+                "upgrade",
+                "--install",
+                "stateward",
+                &chart.display().to_string(),
+                "--namespace",
+                "stateward-system",
+                "--create-namespace",
+                "--wait",
+            ],
+        )?;
+    } else {
+        eprintln!("charts/stateward does not exist yet: skipping the operator install");
+    }
+    let example = repo.join("examples/cassandra.yaml");
+    if example.is_file() {
+        cluster.kubectl(&["apply", "-f", &example.display().to_string()])?;
+        cluster
+            .kubectl(&[
+                "wait",
+                "--for=condition=Ready",
+                "-f",
+                &example.display().to_string(),
+                "--timeout=600s",
+            ])
+            .context("the example Cassandra cluster did not become Ready")?;
+        print!(
+            "{}",
+            cluster.kubectl(&["get", "-f", &example.display().to_string(), "-o", "wide"])?
+        );
+        print!(
+            "{}",
+            cluster.kubectl(&["describe", "-f", &example.display().to_string()])?
+        );
+    } else {
+        eprintln!("examples/cassandra.yaml does not exist yet: nothing to deploy");
+    }
+    print!("{}", cluster.kubectl(&["get", "pods", "-A", "-o", "wide"])?);
+    Ok(())
+}
+
+fn helm(cluster: &Cluster, args: &[&str]) -> anyhow::Result<()> {
+    let helm = stateward_e2e::components::helm().binary(cluster.layout(), "helm");
+    let status = Command::new(&helm)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .args(args)
+        .status()
+        .with_context(|| format!("run {}", Path::new(&helm).display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "helm {} failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}

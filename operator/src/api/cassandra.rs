@@ -1,0 +1,353 @@
+//! `CassandraCluster` (`stateward.io/v1alpha1`): what app teams type and read.
+//!
+//! Every rule an app team can break at `kubectl apply` time is a CEL rule here, so the API server
+//! rejects bad input with a clear message instead of the operator failing later.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::common::{CurrentOperation, NodeStatus, PoolStatus};
+
+/// cassandra.yaml keys the operator and pilot own: changing them would break a node's identity or
+/// its place in the ring, so `spec.config.cassandraYaml` may not set them.
+pub const RESERVED_CASSANDRA_YAML_KEYS: &[&str] = &[
+    "cluster_name",
+    "seed_provider",
+    "listen_address",
+    "listen_interface",
+    "broadcast_address",
+    "rpc_address",
+    "rpc_interface",
+    "broadcast_rpc_address",
+    "endpoint_snitch",
+    "num_tokens",
+    "initial_token",
+    "data_file_directories",
+    "commitlog_directory",
+    "saved_caches_directory",
+    "hints_directory",
+    "cdc_raw_directory",
+    "storage_port",
+    "native_transport_port",
+];
+
+/// Desired state of a Cassandra cluster (one datacenter).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "stateward.io",
+    version = "v1alpha1",
+    kind = "CassandraCluster",
+    plural = "cassandraclusters",
+    shortname = "cass",
+    category = "stateward",
+    namespaced,
+    status = "CassandraClusterStatus",
+    doc = "An Apache Cassandra datacenter run by Stateward: node pools on StatefulSets, every \
+           node with a pilot sidecar that executes and verifies admin actions.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "Ready nodes / desired nodes"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version", description = "Cassandra version running"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "What the cluster is doing now"),
+    printcolumn(name = "Operation", type_ = "string", json_path = ".status.currentOperation.summary", description = "Current operation", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS label of at most 40 characters (lowercase letters, digits, '-'; starting with a letter) so that StatefulSet, Service and pod names derived from it stay valid"),
+    validation = Rule::new("!has(self.status) || !has(self.status.version) || !isSemver(self.status.version) || !isSemver(self.spec.version) || semver(self.spec.version).compareTo(semver(self.status.version)) >= 0")
+        .message("spec.version must not be lower than the version the cluster runs (status.version): Cassandra does not support downgrades")
+        .field_path(".spec.version"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.replicas) || size(self.nodePools) == 1")
+        .message("spec.replicas is the shortcut for single-pool clusters; with several node pools set nodePools[].replicas instead")
+        .field_path(".replicas"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraClusterSpec {
+    /// Apache Cassandra version to run, as MAJOR.MINOR.PATCH (for example "5.0.9"). Upgrades move
+    /// forward one node at a time; a version lower than the running one is rejected.
+    #[x_kube(validation = Rule::new("self.matches('^(4\\\\.1|5\\\\.0)\\\\.[0-9]+$')").message("spec.version must be a supported Cassandra release written MAJOR.MINOR.PATCH: 4.1.x or 5.0.x"))]
+    #[schemars(length(max = 32))]
+    pub version: String,
+
+    /// Cassandra container image. Defaults to the operator's configured repository tagged with
+    /// `version` (the official `cassandra` image by default). The image must keep the official
+    /// image's launch contract (`cassandra -f`, CASSANDRA_CONF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+
+    /// Pilot sidecar image. Defaults to the pilot image the operator was installed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub pilot_image: Option<String>,
+
+    /// Cassandra datacenter name of this cluster's nodes. Defaults to "dc1". Cannot change once
+    /// set: nodes would appear in a different datacenter and replication would break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.datacenter cannot change after creation"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][-_A-Za-z0-9]*$')").message("spec.datacenter may contain letters, digits, '-' and '_' only"))]
+    #[schemars(length(min = 1, max = 48))]
+    pub datacenter: Option<String>,
+
+    /// When true the operator keeps observing and reporting but changes nothing (no applies, no
+    /// pilot actions). Use it to freeze a cluster while investigating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+
+    /// Shortcut for single-pool clusters, used by `kubectl scale`: when set it overrides the
+    /// replicas of the only node pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Groups of identical nodes, each on its own StatefulSet and in its own Cassandra rack. At
+    /// least one pool; pool names are unique and immutable (remove and add a pool instead).
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(min = 1, max = 16))]
+    pub node_pools: Vec<CassandraNodePool>,
+
+    /// Cassandra settings the pilot renders into cassandra.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<CassandraConfig>,
+
+    /// What happens to the data volumes (PersistentVolumeClaims).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_policy: Option<StoragePolicy>,
+}
+
+/// One group of identical Cassandra nodes (a StatefulSet) in one rack.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("(has(self.rack) ? self.rack : self.name) == (has(oldSelf.rack) ? oldSelf.rack : oldSelf.name)")
+        .message("the rack of an existing node pool cannot change (its nodes would move racks and replicas would be misplaced); add a new pool instead")
+        .field_path(".rack"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraNodePool {
+    /// Pool name: a DNS label, part of the StatefulSet and pod names.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("node pool name must be a DNS label: lowercase letters, digits and '-', starting with a letter"))]
+    #[schemars(length(min = 1, max = 16))]
+    pub name: String,
+
+    /// Number of Cassandra nodes in this pool. Scale-up adds one verified node at a time;
+    /// scale-down decommissions one node at a time after safety checks.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Cassandra rack of this pool's nodes. Defaults to the pool name; cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][-_A-Za-z0-9]*$')").message("rack may contain letters, digits, '-' and '_' only"))]
+    #[schemars(length(min = 1, max = 48))]
+    pub rack: Option<String>,
+
+    /// Availability zone for this pool: its pods are pinned to nodes labelled
+    /// `topology.kubernetes.io/zone=<zone>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub zone: Option<String>,
+
+    /// Node labels the pool's pods must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations for the pool's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// CPU and memory of the Cassandra container. The JVM heap is derived from the memory limit
+    /// unless `heapSize` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// JVM heap size (for example "2G" or "512M"). Defaults to a quarter of the memory limit,
+    /// capped at 8G, as Cassandra recommends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+[MG]$')").message("heapSize is a whole number followed by M or G, for example 512M or 4G"))]
+    #[schemars(length(max = 16))]
+    pub heap_size: Option<String>,
+
+    /// Data volume of each node.
+    pub storage: CassandraStorage,
+}
+
+/// The PersistentVolumeClaim template of a pool.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)")
+        .message("storageClassName of an existing node pool cannot change; add a new pool with the new class instead")
+        .field_path(".storageClassName"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraStorage {
+    /// Size of each node's data volume, as a Kubernetes quantity (for example "10Gi"). It can
+    /// grow (when the storage class allows expansion) but never shrink.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("storage.size must be a positive quantity such as 10Gi"))]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage.size cannot shrink: volumes can only grow"))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+
+    /// StorageClass of the data volumes; the cluster default when unset. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Cassandra settings. Typed fields cover what users change most; `cassandraYaml` passes other
+/// cassandra.yaml keys through verbatim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraConfig {
+    /// Tokens per node (num_tokens). Defaults to 16. Fixed once the cluster exists: a node
+    /// cannot change its token count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("config.numTokens cannot change after creation"))]
+    #[schemars(range(min = 1, max = 256))]
+    pub num_tokens: Option<i32>,
+
+    /// Extra cassandra.yaml settings (snake_case keys, as in cassandra.yaml). Keys that define a
+    /// node's identity or addresses (cluster_name, seed_provider, listen/rpc/broadcast addresses,
+    /// endpoint_snitch, num_tokens, directories, ports) are owned by Stateward and rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, !(k in ['cluster_name', 'seed_provider', 'listen_address', 'listen_interface', 'broadcast_address', 'rpc_address', 'rpc_interface', 'broadcast_rpc_address', 'endpoint_snitch', 'num_tokens', 'initial_token', 'data_file_directories', 'commitlog_directory', 'saved_caches_directory', 'hints_directory', 'cdc_raw_directory', 'storage_port', 'native_transport_port']))")
+        .message("config.cassandraYaml may not set keys that Stateward owns: cluster_name, seed_provider, listen/rpc/broadcast addresses and interfaces, endpoint_snitch, num_tokens (use config.numTokens), initial_token, data/commitlog/saved_caches/hints/cdc directories, storage_port, native_transport_port"))]
+    #[schemars(schema_with = "free_form_map")]
+    pub cassandra_yaml: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// What happens to PersistentVolumeClaims when nodes or the whole cluster go away.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StoragePolicy {
+    /// After a scale-down, once the node's decommission is verified: "Delete" its PVC (default)
+    /// or "Retain" it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_scale_down: Option<PvcPolicy>,
+    /// When the CassandraCluster is deleted: "Retain" the PVCs (default, data survives) or
+    /// "Delete" them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_cluster_delete: Option<PvcPolicy>,
+}
+
+/// Keep or delete a PersistentVolumeClaim.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PvcPolicy {
+    Retain,
+    Delete,
+}
+
+/// Observed state of a Cassandra cluster, written only by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraClusterStatus {
+    /// The metadata.generation this status describes; older means the operator has not yet
+    /// acted on the latest spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Standard conditions: Available, Progressing, Degraded (and Paused when spec.paused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// One word for what the cluster is doing: Creating, Ready, Scaling, Degraded, Blocked,
+    /// Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+
+    /// Ready nodes out of desired nodes, for `kubectl get` (for example "2/3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+
+    /// Nodes that exist (pods), for the scale subresource.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Nodes verified ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the cluster's pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Lowest Cassandra version running on any node (the version the cluster is at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// The step in progress or waiting, with why it waits and what comes next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_operation: Option<CurrentOperation>,
+
+    /// Every node the operator knows of, with the state its pilot verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+
+    /// Per node pool replica counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
+}
+
+fn free_form_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+impl CassandraClusterSpec {
+    /// Datacenter name, defaulted.
+    pub fn datacenter_name(&self) -> &str {
+        self.datacenter.as_deref().unwrap_or("dc1")
+    }
+
+    /// Desired replicas of a pool, honouring the single-pool `spec.replicas` shortcut.
+    pub fn pool_replicas(&self, pool: &CassandraNodePool) -> i32 {
+        match self.replicas {
+            Some(replicas) if self.node_pools.len() == 1 => replicas,
+            _ => pool.replicas,
+        }
+        .max(0)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.unwrap_or(false)
+    }
+
+    pub fn num_tokens(&self) -> i32 {
+        self.config
+            .as_ref()
+            .and_then(|c| c.num_tokens)
+            .unwrap_or(16)
+    }
+
+    pub fn pvc_policy_on_scale_down(&self) -> PvcPolicy {
+        self.storage_policy
+            .as_ref()
+            .and_then(|p| p.on_scale_down)
+            .unwrap_or(PvcPolicy::Delete)
+    }
+
+    pub fn pvc_policy_on_cluster_delete(&self) -> PvcPolicy {
+        self.storage_policy
+            .as_ref()
+            .and_then(|p| p.on_cluster_delete)
+            .unwrap_or(PvcPolicy::Retain)
+    }
+}
+
+impl CassandraNodePool {
+    pub fn rack_name(&self) -> &str {
+        self.rack.as_deref().unwrap_or(&self.name)
+    }
+}

@@ -1,0 +1,522 @@
+//! The Cassandra reconcile: observe → plan (pure) → act → record status and Events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::resources::{self, Names};
+use super::status::{self, StatusInputs, state_word};
+use crate::api::cassandra::{CassandraCluster, CassandraClusterStatus};
+use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
+use crate::apply::{self, Outcome};
+use crate::context::Context;
+use crate::labels;
+use crate::planner::{self, DesiredPool, Observed, ObservedNode, ObservedPool, Step};
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("rendering the pilot configuration: {0}")]
+    Render(#[from] serde_json::Error),
+    #[error("creating certificates: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("the object has no namespace")]
+    NoNamespace,
+}
+
+trait KubeContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> KubeContext<T> for Result<T, kube::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube {
+            what: what(),
+            source,
+        })
+    }
+}
+
+/// What the observe phase saw, kept for the status.
+struct Observation {
+    planner: Observed,
+    nodes: Vec<NodeStatus>,
+    pools: Vec<PoolStatus>,
+}
+
+pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let names = Names::of(&cluster);
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Children go with the owner references; PVCs follow the StatefulSets' retention policy.
+        return Ok(Action::await_change());
+    }
+
+    let observation = observe(&cluster, &ctx, &ns, &names).await?;
+    let desired_pools: Vec<DesiredPool> = cluster
+        .spec
+        .node_pools
+        .iter()
+        .map(|p| DesiredPool {
+            name: p.name.clone(),
+            replicas: cluster.spec.pool_replicas(p),
+        })
+        .collect();
+    let step = planner::plan(
+        &desired_pools,
+        cluster.spec.is_paused(),
+        &observation.planner,
+    );
+
+    match &step {
+        Step::Paused | Step::Blocked { .. } => {}
+        _ => act(&cluster, &ctx, &ns, &names, &observation.planner, &step).await?,
+    }
+
+    let step_node = match &step {
+        Step::AddNode { pool, ordinal } => Some(names.pod(pool, *ordinal)),
+        _ => None,
+    };
+    let new_status = status::build(StatusInputs {
+        generation: cluster.metadata.generation,
+        previous: cluster.status.as_ref(),
+        step: &step,
+        nodes: observation.nodes,
+        pools: observation.pools,
+        selector: labels::to_selector_string(&labels::cluster_selector(&names.cluster)),
+        step_node,
+        now: status::now_seconds(),
+    });
+    record(&cluster, &ctx, &ns, new_status).await?;
+
+    Ok(match step {
+        Step::Steady | Step::Paused => Action::requeue(ctx.resync),
+        Step::Blocked { .. } => Action::requeue(ctx.resync.min(Duration::from_secs(60))),
+        // Pod and StatefulSet changes wake us up; the timer is a safety net.
+        _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+async fn observe(
+    cluster: &CassandraCluster,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+) -> Result<Observation, Error> {
+    let selector = labels::to_selector_string(&labels::cluster_selector(&names.cluster));
+    let lp = ListParams::default().labels(&selector);
+    let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await
+        .context(|| format!("listing StatefulSets of {}/{}", ns, names.cluster))?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await
+        .context(|| format!("listing pods of {}/{}", ns, names.cluster))?;
+
+    let mut planner_view = Observed::default();
+    let mut nodes = Vec::new();
+    let mut pools = Vec::new();
+    for pool in &cluster.spec.node_pools {
+        let sts_name = names.statefulset(&pool.name);
+        let sts = statefulsets.items.iter().find(|s| s.name_any() == sts_name);
+        let mut observed_pool = ObservedPool {
+            statefulset_replicas: sts.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas),
+            statefulset_current: sts.is_none_or(|s| {
+                s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            }),
+            nodes: Vec::new(),
+        };
+        let mut pool_pods: Vec<&Pod> = pods
+            .items
+            .iter()
+            .filter(|p| p.labels().get(labels::POOL) == Some(&pool.name))
+            .collect();
+        pool_pods.sort_by_key(|p| ordinal_of(p, &sts_name));
+        for pod in pool_pods {
+            let Some(ordinal) = ordinal_of(pod, &sts_name) else {
+                continue;
+            };
+            let pod_name = pod.name_any();
+            let pod_ready = is_pod_ready(pod);
+            let report = ctx.pilots.report(ns, &pod_name);
+            let node = ObservedNode {
+                name: pod_name.clone(),
+                ordinal,
+                pod_ready,
+                verified: report.as_ref().map(|r| r.state),
+            };
+            nodes.push(NodeStatus {
+                name: pod_name,
+                pool: pool.name.clone(),
+                state: state_word(node.verified, pod_ready).to_string(),
+                ready: node.is_ready(),
+                version: report.as_ref().and_then(|r| r.version.clone()),
+                host_id: report.as_ref().and_then(|r| r.host_id.clone()),
+                address: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                message: (!node.is_ready()).then(|| pod_problem(pod)).flatten(),
+            });
+            observed_pool.nodes.push(node);
+        }
+        pools.push(PoolStatus {
+            name: pool.name.clone(),
+            desired: cluster.spec.pool_replicas(pool),
+            replicas: observed_pool.nodes.len() as i32,
+            ready_replicas: observed_pool.nodes.iter().filter(|n| n.is_ready()).count() as i32,
+        });
+        planner_view.pools.insert(pool.name.clone(), observed_pool);
+    }
+    Ok(Observation {
+        planner: planner_view,
+        nodes,
+        pools,
+    })
+}
+
+fn ordinal_of(pod: &Pod, statefulset: &str) -> Option<i32> {
+    pod.labels()
+        .get(labels::POD_INDEX)
+        .and_then(|i| i.parse().ok())
+        .or_else(|| {
+            pod.name_any()
+                .strip_prefix(&format!("{statefulset}-"))
+                .and_then(|i| i.parse().ok())
+        })
+}
+
+fn is_pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Why a pod is not ready, in the words Kubernetes uses (for `kubectl describe`).
+fn pod_problem(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let waiting = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            Some(format!(
+                "container {} waiting: {}",
+                c.name,
+                waiting.reason.as_deref().unwrap_or("unknown reason")
+            ))
+        });
+    let unscheduled = status.conditions.iter().flatten().find_map(|c| {
+        (c.type_ == "PodScheduled" && c.status == "False")
+            .then(|| format!("unschedulable: {}", c.message.as_deref().unwrap_or("")))
+    });
+    waiting
+        .or(unscheduled)
+        .or_else(|| status.phase.as_ref().map(|p| format!("pod {p}, not ready")))
+}
+
+async fn act(
+    cluster: &CassandraCluster,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+    observed: &Observed,
+    step: &Step,
+) -> Result<(), Error> {
+    ensure_pki(cluster, ctx, ns, names).await?;
+    let fm = &ctx.config.field_manager;
+    let client = &ctx.client;
+
+    let (config_map, _) = apply::apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        resources::config_map(cluster)?,
+        fm,
+        &ctx.writes,
+    )
+    .await
+    .context(|| format!("applying ConfigMap {}", names.config_map()))?;
+    let config_hash = resources::config_hash(&config_map);
+
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    for service in [
+        resources::nodes_service(cluster),
+        resources::client_service(cluster),
+    ] {
+        let name = service.name_any();
+        apply::apply(&services, service, fm, &ctx.writes)
+            .await
+            .context(|| format!("applying Service {name}"))?;
+    }
+    apply::apply(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        resources::pod_disruption_budget(cluster),
+        fm,
+        &ctx.writes,
+    )
+    .await
+    .context(|| format!("applying PodDisruptionBudget {}", names.pdb()))?;
+
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    for pool in &cluster.spec.node_pools {
+        let exists = observed
+            .pools
+            .get(&pool.name)
+            .is_some_and(|p| p.statefulset_replicas.is_some());
+        let creating = matches!(step, Step::CreatePool { pool: p } if p == &pool.name);
+        if !exists && !creating {
+            continue;
+        }
+        let replicas = planner::statefulset_replicas(observed, step, &pool.name);
+        let sts = resources::statefulset(cluster, pool, replicas, &config_hash, &ctx.config);
+        let name = sts.name_any();
+        let (_, outcome) = apply::apply(&statefulsets, sts, fm, &ctx.writes)
+            .await
+            .context(|| format!("applying StatefulSet {name}"))?;
+        if outcome != Outcome::Unchanged {
+            info!(statefulset = %name, replicas, ?outcome, "applied StatefulSet");
+        }
+    }
+    Ok(())
+}
+
+/// Create the cluster's CA and certificates once; they are never rewritten by a resync.
+async fn ensure_pki(
+    cluster: &CassandraCluster,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+) -> Result<(), Error> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let ca_name = names.ca_secret();
+    let ca = match secrets
+        .get_opt(&ca_name)
+        .await
+        .context(|| format!("reading Secret {ca_name}"))?
+    {
+        Some(secret) => ca_from_secret(&secret, &names.cluster),
+        None => None,
+    };
+    let ca = match ca {
+        Some(ca) => ca,
+        None => {
+            let ca = tls::new_ca(&names.cluster)?;
+            let data = [
+                ("ca.crt", ca.cert_pem.clone()),
+                ("ca.key", ca.key_pem.clone()),
+            ];
+            create_secret(cluster, ctx, &secrets, &ca_name, &data).await?;
+            // Another writer may have won the race: always continue with what is stored.
+            let stored = secrets
+                .get(&ca_name)
+                .await
+                .context(|| format!("reading Secret {ca_name}"))?;
+            ca_from_secret(&stored, &names.cluster).unwrap_or(ca)
+        }
+    };
+
+    let server_names = vec![
+        names.pilot_tls_name(),
+        format!(
+            "*.{}.{}.svc.cluster.local",
+            names.nodes_service(),
+            names.namespace
+        ),
+    ];
+    let client_names = vec![tls::OPERATOR_CLIENT_NAME.to_string()];
+    for (secret_name, cert_names, client_cert) in [
+        (names.pilot_tls_secret(), server_names, false),
+        (names.operator_client_secret(), client_names, true),
+    ] {
+        let existing = secrets
+            .get_opt(&secret_name)
+            .await
+            .context(|| format!("reading Secret {secret_name}"))?;
+        if existing.is_some() {
+            continue;
+        }
+        let issued = tls::issue(&ca, &cert_names, client_cert)?;
+        let data = [
+            ("ca.crt", ca.cert_pem.clone()),
+            ("tls.crt", issued.cert_pem),
+            ("tls.key", issued.key_pem),
+        ];
+        create_secret(cluster, ctx, &secrets, &secret_name, &data).await?;
+    }
+    Ok(())
+}
+
+fn ca_from_secret(secret: &Secret, cluster: &str) -> Option<tls::CertificateAuthority> {
+    let data = secret.data.as_ref()?;
+    let text = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    Some(tls::CertificateAuthority {
+        cluster: cluster.to_string(),
+        cert_pem: text("ca.crt")?,
+        key_pem: text("ca.key")?,
+    })
+}
+
+async fn create_secret(
+    cluster: &CassandraCluster,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    name: &str,
+    data: &[(&str, String)],
+) -> Result<(), Error> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: cluster.namespace(),
+            labels: Some(labels::cluster(&cluster.name_any())),
+            owner_references: resources::owner_reference(cluster).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    };
+    ctx.writes.record();
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            what: format!("creating Secret {name}"),
+            source,
+        }),
+    }
+}
+
+/// Write the status when it changed, and publish an Event for every new step.
+async fn record(
+    cluster: &CassandraCluster,
+    ctx: &Context,
+    ns: &str,
+    new_status: CassandraClusterStatus,
+) -> Result<(), Error> {
+    let previous_op = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.current_operation.clone());
+    let changed = cluster.status.as_ref() != Some(&new_status);
+    if changed {
+        let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
+        ctx.writes.record();
+        api.patch_status(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": new_status })),
+        )
+        .await
+        .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
+    }
+    if let Some(event) = step_event(
+        previous_op.as_ref(),
+        new_status.current_operation.as_ref(),
+        &new_status,
+    ) {
+        ctx.writes.record();
+        if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            // An Event that cannot be written must not stop the reconcile.
+            warn!(error = %e, "publishing event failed");
+        }
+    }
+    Ok(())
+}
+
+/// The Event announcing a change of operation or phase, if anything changed.
+fn step_event(
+    previous: Option<&CurrentOperation>,
+    current: Option<&CurrentOperation>,
+    status: &CassandraClusterStatus,
+) -> Option<Event> {
+    let key = |op: Option<&CurrentOperation>| {
+        op.map(|o| {
+            (
+                o.kind.clone(),
+                o.node.clone(),
+                o.phase.clone(),
+                o.blocked_reason.clone(),
+            )
+        })
+    };
+    if key(previous) == key(current) {
+        return None;
+    }
+    let event = |type_, reason: &str, note: String| Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    Some(match current {
+        None => event(
+            EventType::Normal,
+            "Reconciled",
+            format!(
+                "cluster matches the spec: {} nodes ready",
+                status.ready.as_deref().unwrap_or("?")
+            ),
+        ),
+        Some(op) => match op.phase.as_str() {
+            "Blocked" => event(
+                EventType::Warning,
+                "Refused",
+                format!(
+                    "{}; to resolve: {}",
+                    op.blocked_reason.as_deref().unwrap_or(""),
+                    op.next_step.as_deref().unwrap_or("")
+                ),
+            ),
+            "Waiting" => event(
+                EventType::Normal,
+                "Waiting",
+                format!(
+                    "{}: {}; next: {}",
+                    op.kind,
+                    op.blocked_reason.as_deref().unwrap_or(""),
+                    op.next_step.as_deref().unwrap_or("")
+                ),
+            ),
+            _ => event(
+                EventType::Normal,
+                &op.kind,
+                format!(
+                    "{}{}; next: {}",
+                    op.summary.as_deref().unwrap_or(&op.kind),
+                    op.node
+                        .as_ref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
+                    op.next_step.as_deref().unwrap_or("")
+                ),
+            ),
+        },
+    })
+}

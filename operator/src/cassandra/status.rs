@@ -1,0 +1,391 @@
+//! Pure status computation: (previous status, planner step, observed nodes) → the status that
+//! tells a human what is happening, what blocks and what comes next.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::cassandra::CassandraClusterStatus;
+use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
+use crate::planner::{Step, VerifiedState};
+
+/// Inputs besides the step, already reduced to plain data by the observe phase.
+pub struct StatusInputs<'a> {
+    pub generation: Option<i64>,
+    pub previous: Option<&'a CassandraClusterStatus>,
+    pub step: &'a Step,
+    pub nodes: Vec<NodeStatus>,
+    pub pools: Vec<PoolStatus>,
+    pub selector: String,
+    /// Pod name of the node a step concerns (for AddNode: the pod that will be created).
+    pub step_node: Option<String>,
+    /// Whole seconds: statuses compare equal across resyncs within one second.
+    pub now: Timestamp,
+}
+
+pub fn state_word(state: Option<VerifiedState>, pod_ready: bool) -> &'static str {
+    match state {
+        Some(VerifiedState::UpNormal) => "Up/Normal",
+        Some(VerifiedState::Joining) => "Up/Joining",
+        Some(VerifiedState::Leaving) => "Up/Leaving",
+        Some(VerifiedState::Decommissioned) => "Decommissioned",
+        Some(VerifiedState::Down) => "Down",
+        None if pod_ready => "Ready",
+        None => "Unknown",
+    }
+}
+
+pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
+    let desired: i32 = inputs.pools.iter().map(|p| p.desired).sum();
+    let replicas: i32 = inputs.pools.iter().map(|p| p.replicas).sum();
+    let ready: i32 = inputs.pools.iter().map(|p| p.ready_replicas).sum();
+    let previous_op = inputs.previous.and_then(|s| s.current_operation.as_ref());
+    let now = inputs.now.to_string();
+
+    let operation = current_operation(inputs.step, previous_op, inputs.step_node.clone(), &now);
+    let never_ready = inputs
+        .previous
+        .is_none_or(|s| s.version.is_none() && s.phase.as_deref() != Some("Ready"));
+    let unready_existing: Vec<&NodeStatus> = inputs
+        .nodes
+        .iter()
+        .filter(|n| !n.ready && Some(&n.name) != operation.as_ref().and_then(|o| o.node.as_ref()))
+        .collect();
+
+    let phase = match inputs.step {
+        Step::Paused => "Paused",
+        Step::Blocked { .. } => "Blocked",
+        Step::Steady if ready == desired => "Ready",
+        _ if !unready_existing.is_empty() && !never_ready => "Degraded",
+        _ if never_ready => "Creating",
+        _ => "Scaling",
+    };
+
+    let (progressing, progressing_reason, progressing_message) = match inputs.step {
+        Step::Paused => (
+            "False",
+            "Paused",
+            "spec.paused is true: the operator observes but changes nothing".to_string(),
+        ),
+        Step::Blocked { reason, remedy } => (
+            "False",
+            "Blocked",
+            format!("{reason}. To resolve: {remedy}"),
+        ),
+        Step::Steady => (
+            "False",
+            "Reconciled",
+            format!("the cluster matches the spec: {ready}/{desired} nodes ready"),
+        ),
+        Step::CreatePool { pool } => ("True", "CreatingPool", format!("creating node pool {pool}")),
+        Step::AddNode { pool, ordinal } => (
+            "True",
+            "AddingNode",
+            format!(
+                "adding node {} to pool {pool} (node {} of {desired}); next: wait for it to join Up/Normal",
+                inputs.step_node.clone().unwrap_or_default(),
+                ordinal + 1
+            ),
+        ),
+        Step::Wait { reason, next } => (
+            "True",
+            "Waiting",
+            format!("waiting: {reason}; next: {next}"),
+        ),
+    };
+
+    let (available, available_reason, available_message) = if desired > 0 && ready >= desired {
+        (
+            "True",
+            "AllNodesReady",
+            format!("all {desired} nodes are ready"),
+        )
+    } else if ready > 0 {
+        (
+            "False",
+            "NodesNotReady",
+            format!("{ready} of {desired} nodes ready"),
+        )
+    } else {
+        (
+            "False",
+            "NoNodeReady",
+            format!("0 of {desired} nodes ready"),
+        )
+    };
+
+    let (degraded, degraded_reason, degraded_message) =
+        if let Step::Blocked { reason, .. } = inputs.step {
+            ("True", "SpecRefused", reason.clone())
+        } else if !unready_existing.is_empty() && !never_ready {
+            let names = unready_existing
+                .iter()
+                .map(|n| format!("{} ({})", n.name, n.message.as_deref().unwrap_or(&n.state)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            ("True", "NodesNotReady", format!("not ready: {names}"))
+        } else {
+            (
+                "False",
+                "AsExpected",
+                "no node is unexpectedly unavailable".to_string(),
+            )
+        };
+
+    let previous_conditions = inputs
+        .previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = vec![
+        condition(
+            previous_conditions,
+            "Available",
+            available,
+            available_reason,
+            available_message,
+            inputs.generation,
+            inputs.now,
+        ),
+        condition(
+            previous_conditions,
+            "Progressing",
+            progressing,
+            progressing_reason,
+            progressing_message,
+            inputs.generation,
+            inputs.now,
+        ),
+        condition(
+            previous_conditions,
+            "Degraded",
+            degraded,
+            degraded_reason,
+            degraded_message,
+            inputs.generation,
+            inputs.now,
+        ),
+    ];
+
+    let version =
+        lowest_version(&inputs.nodes).or_else(|| inputs.previous.and_then(|s| s.version.clone()));
+
+    CassandraClusterStatus {
+        observed_generation: inputs.generation,
+        conditions,
+        phase: Some(phase.to_string()),
+        ready: Some(format!("{ready}/{desired}")),
+        replicas,
+        ready_replicas: ready,
+        selector: Some(inputs.selector),
+        version,
+        current_operation: operation,
+        nodes: inputs.nodes,
+        pools: inputs.pools,
+    }
+}
+
+fn current_operation(
+    step: &Step,
+    previous: Option<&CurrentOperation>,
+    step_node: Option<String>,
+    now: &str,
+) -> Option<CurrentOperation> {
+    let same_as_previous =
+        |kind: &str, node: &Option<String>| previous.filter(|p| p.kind == kind && &p.node == node);
+    let started = |kind: &str, node: &Option<String>| {
+        same_as_previous(kind, node)
+            .and_then(|p| p.started_at.clone())
+            .or_else(|| Some(now.to_string()))
+    };
+    match step {
+        Step::Steady | Step::Paused => None,
+        Step::CreatePool { pool } => {
+            let node = None;
+            Some(CurrentOperation {
+                kind: "CreatePool".into(),
+                started_at: started("CreatePool", &node),
+                node,
+                action_id: None,
+                phase: "Running".into(),
+                blocked_reason: None,
+                next_step: Some("add the pool's nodes one at a time".into()),
+                summary: Some(format!("CreatePool {pool}")),
+            })
+        }
+        Step::AddNode { .. } => {
+            let node = step_node;
+            Some(CurrentOperation {
+                kind: "ScaleUp".into(),
+                started_at: started("ScaleUp", &node),
+                summary: node.as_ref().map(|n| format!("ScaleUp {n}: Running")),
+                node,
+                action_id: None,
+                phase: "Running".into(),
+                blocked_reason: None,
+                next_step: Some("wait for the new node to join and report Up/Normal".into()),
+            })
+        }
+        Step::Wait { reason, next } => {
+            // A wait continues the operation that caused it (for example a node being added).
+            let (kind, node) = previous
+                .filter(|p| p.kind != "Blocked")
+                .map(|p| (p.kind.clone(), p.node.clone()))
+                .unwrap_or_else(|| ("Wait".into(), None));
+            Some(CurrentOperation {
+                started_at: started(&kind, &node),
+                summary: Some(format!(
+                    "{kind}{}: Waiting",
+                    node.as_ref().map(|n| format!(" {n}")).unwrap_or_default()
+                )),
+                kind,
+                node,
+                action_id: None,
+                phase: "Waiting".into(),
+                blocked_reason: Some(reason.clone()),
+                next_step: Some(next.clone()),
+            })
+        }
+        Step::Blocked { reason, remedy } => {
+            let node = None;
+            Some(CurrentOperation {
+                kind: "ScaleDown".into(),
+                started_at: started("ScaleDown", &node),
+                node,
+                action_id: None,
+                phase: "Blocked".into(),
+                blocked_reason: Some(reason.clone()),
+                next_step: Some(remedy.clone()),
+                summary: Some("ScaleDown: Blocked".into()),
+            })
+        }
+    }
+}
+
+/// Keep `lastTransitionTime` unless the status flips, as the Condition convention requires.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Now, truncated to whole seconds (the precision Kubernetes stores).
+pub fn now_seconds() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+fn lowest_version(nodes: &[NodeStatus]) -> Option<String> {
+    nodes
+        .iter()
+        .filter_map(|n| n.version.clone())
+        .min_by(|a, b| version_key(a).cmp(&version_key(b)))
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether two statuses differ in anything but timestamps that only move when content moves.
+pub fn differs(a: &CassandraClusterStatus, b: &CassandraClusterStatus) -> bool {
+    a != b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs<'a>(
+        step: &'a Step,
+        previous: Option<&'a CassandraClusterStatus>,
+    ) -> StatusInputs<'a> {
+        StatusInputs {
+            generation: Some(2),
+            previous,
+            step,
+            nodes: vec![],
+            pools: vec![PoolStatus {
+                name: "main".into(),
+                desired: 3,
+                replicas: 2,
+                ready_replicas: 2,
+            }],
+            selector: "a=b".into(),
+            step_node: Some("demo-main-2".into()),
+            now: now_seconds(),
+        }
+    }
+
+    #[test]
+    fn blocked_says_why_and_what_to_do() {
+        let step = Step::Blocked {
+            reason: "no".into(),
+            remedy: "do this".into(),
+        };
+        let status = build(inputs(&step, None));
+        assert_eq!(status.phase.as_deref(), Some("Blocked"));
+        let progressing = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .expect("cond");
+        assert!(progressing.message.contains("do this"));
+        let op = status.current_operation.expect("op");
+        assert_eq!(op.phase, "Blocked");
+        assert_eq!(op.next_step.as_deref(), Some("do this"));
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_holds() {
+        let step = Step::Steady;
+        let first = build(inputs(&step, None));
+        let mut later = inputs(&step, Some(&first));
+        later.now = first_now_plus(&first);
+        let second = build(later);
+        assert_eq!(first.conditions, second.conditions);
+        assert!(!differs(&first, &second));
+    }
+
+    fn first_now_plus(_s: &CassandraClusterStatus) -> Timestamp {
+        Timestamp::from_second(now_seconds().as_second() + 30).expect("time")
+    }
+
+    #[test]
+    fn wait_continues_the_previous_operation() {
+        let add = Step::AddNode {
+            pool: "main".into(),
+            ordinal: 2,
+        };
+        let first = build(inputs(&add, None));
+        let wait = Step::Wait {
+            reason: "node demo-main-2 is not ready".into(),
+            next: "wait".into(),
+        };
+        let second = build(inputs(&wait, Some(&first)));
+        let op = second.current_operation.expect("op");
+        assert_eq!(op.kind, "ScaleUp");
+        assert_eq!(op.node.as_deref(), Some("demo-main-2"));
+        assert_eq!(
+            op.started_at,
+            first.current_operation.expect("op").started_at
+        );
+    }
+}

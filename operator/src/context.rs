@@ -1,0 +1,68 @@
+//! What every reconcile shares: the client, settings, event recorder, counters, and the latest
+//! verified reports from the pilots.
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::apply::WriteCounter;
+use crate::config::OperatorConfig;
+use crate::planner::VerifiedState;
+
+/// A node's state as its pilot verified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    pub state: VerifiedState,
+    pub version: Option<String>,
+    pub host_id: Option<String>,
+}
+
+/// Source of pilot reports (the pilot client keeps one watch stream per pod).
+pub trait PilotReports: Send + Sync {
+    /// The latest verified report of a pod, or `None` when there is none (never reached, or the
+    /// stream is down): callers treat `None` as unknown.
+    fn report(&self, namespace: &str, pod: &str) -> Option<NodeReport>;
+}
+
+/// Used until pilots are connected: every node is unknown to the pilot view.
+pub struct NoPilotReports;
+
+impl PilotReports for NoPilotReports {
+    fn report(&self, _namespace: &str, _pod: &str) -> Option<NodeReport> {
+        None
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub recorder: Recorder,
+    pub writes: Arc<WriteCounter>,
+    pub pilots: Arc<dyn PilotReports>,
+    /// How often a steady cluster is re-checked (level-triggered resync).
+    pub resync: std::time::Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        writes: Arc<WriteCounter>,
+        pilots: Arc<dyn PilotReports>,
+        resync: std::time::Duration,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: config.field_manager.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            writes,
+            pilots,
+            resync,
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Wiring of the kube-runtime controllers: what is watched (only what the operator owns, by
+//! label, so unrelated objects never enter the cache) and how failures are retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::cassandra::CassandraCluster;
+use crate::cassandra::reconcile::{Error, reconcile};
+use crate::context::Context;
+use crate::labels;
+
+fn error_policy(cluster: Arc<CassandraCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Run the CassandraCluster controller until a shutdown signal.
+pub async fn run_cassandra(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let api = |_: ()| -> (Api<CassandraCluster>, Api<StatefulSet>, Api<Pod>) {
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        }
+    };
+    let (clusters, statefulsets, pods) = api(());
+    let owned = watcher::Config::default().labels(&labels::managed_selector());
+    info!(namespace = ?namespace, "starting CassandraCluster controller");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(statefulsets, owned.clone())
+        // Pods belong to StatefulSets, not to the cluster: map them back by label so that a
+        // node becoming ready (or dying) triggers a reconcile at once.
+        .watches(pods, owned, |pod: Pod| {
+            let cluster = pod.labels().get(labels::CLUSTER)?.clone();
+            let ns = pod.namespace()?;
+            Some(ObjectRef::<CassandraCluster>::new(&cluster).within(&ns))
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,11 @@
+//! Stateward operator: observe → plan (pure) → act → record, for each database kind.
+
+pub mod api;
+pub mod apply;
+pub mod cassandra;
+pub mod config;
+pub mod context;
+pub mod controller;
+pub mod labels;
+pub mod planner;
+pub mod tls;

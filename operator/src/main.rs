@@ -1,0 +1,101 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use stateward_operator::apply::WriteCounter;
+use stateward_operator::config::OperatorConfig;
+use stateward_operator::context::{Context, NoPilotReports};
+
+#[derive(Parser)]
+#[command(name = "stateward-operator", version, about = "Stateward operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
+    Crds,
+    /// Run the controllers.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "STATEWARD_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Repository of the Cassandra image; the tag is the cluster's version.
+    #[arg(
+        long,
+        env = "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
+        default_value = "docker.io/library/cassandra"
+    )]
+    cassandra_image_repository: String,
+    /// Default pilot image.
+    #[arg(
+        long,
+        env = "STATEWARD_PILOT_IMAGE",
+        default_value = "ghcr.io/stateward/pilot:0.1.0"
+    )]
+    pilot_image: String,
+    /// imagePullPolicy of the database pods.
+    #[arg(
+        long,
+        env = "STATEWARD_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    image_pull_policy: String,
+    /// Seconds between level-triggered resyncs of a steady cluster.
+    #[arg(long, env = "STATEWARD_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "STATEWARD_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            let yaml = stateward_operator::api::crds_yaml().context("rendering CRDs")?;
+            print!("{yaml}");
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logging(&args.log_format);
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+            let config = OperatorConfig {
+                cassandra_image_repository: args.cassandra_image_repository,
+                pilot_image: args.pilot_image,
+                image_pull_policy: args.image_pull_policy,
+                ..OperatorConfig::default()
+            };
+            let ctx = Arc::new(Context::new(
+                client,
+                config,
+                Arc::new(WriteCounter::default()),
+                Arc::new(NoPilotReports),
+                Duration::from_secs(args.resync_seconds),
+            ));
+            stateward_operator::controller::run_cassandra(ctx, args.namespace).await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Stateward pilot: the sidecar next to one database node.
+//!
+//! Before the database starts it renders the node's configuration into the shared config
+//! volume; then it watches the node (through the database's management endpoint, Jolokia
+//! for Cassandra), serves the verified status and the admin actions to the operator over
+//! gRPC with mutual TLS, and answers the pod's probes. See `pilot/README.md`.
+
+mod actions;
+mod cassandra;
+mod cli;
+mod driver;
+mod fsutil;
+mod grpc;
+mod jolokia;
+mod probes;
+mod status;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::actions::ActionManager;
+use crate::cli::{Cli, Command, CommonArgs};
+use crate::driver::Driver;
+use crate::status::StatusHub;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    // Two worker threads are plenty for a handful of connections and one poller, and keep
+    // the pilot's memory small next to the database it serves.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Cassandra(args) => {
+                cassandra::render::render(&args)
+                    .context("rendering the Cassandra configuration")?;
+                let driver =
+                    cassandra::Cassandra::new(&args).context("setting up the Cassandra driver")?;
+                run(args.common, driver).await
+            }
+        }
+    });
+    if let Err(e) = &result {
+        error!("pilot failed: {e:#}");
+    }
+    result
+}
+
+/// Everything after the configuration is rendered, the same for every database.
+async fn run<D: Driver>(common: CommonArgs, driver: D) -> anyhow::Result<()> {
+    let driver = Arc::new(driver);
+    let tls = tls::server_config(&common.tls_dir, stateward_proto::OPERATOR_CLIENT_IDENTITY)
+        .with_context(|| format!("loading TLS material from {}", common.tls_dir.display()))?;
+    let state_dir = common.state_dir();
+    let actions = ActionManager::open(driver.clone(), &state_dir.join("actions"))
+        .await
+        .context("opening the action journal")?;
+    let hub = StatusHub::start(
+        driver.clone(),
+        actions.clone(),
+        common.node_name.clone(),
+        common.data_dir.clone(),
+        Duration::from_millis(common.poll_interval_ms.max(50)),
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc_listener = tokio::net::TcpListener::bind(common.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC on {}", common.grpc_listen))?;
+    let probe_listener = tokio::net::TcpListener::bind(common.probe_listen)
+        .await
+        .with_context(|| format!("binding probes on {}", common.probe_listen))?;
+    info!(
+        grpc = %common.grpc_listen,
+        probes = %common.probe_listen,
+        node = %common.node_name,
+        namespace = %common.namespace,
+        "pilot serving"
+    );
+
+    let probes = tokio::spawn(probes::serve(
+        probe_listener,
+        driver.clone(),
+        hub.clone(),
+        shutdown_rx.clone(),
+    ));
+    let grpc = tokio::spawn(grpc::serve(
+        grpc_listener,
+        tls,
+        hub.clone(),
+        actions.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    wait_for_signal().await?;
+    // SIGTERM: with a native sidecar the kubelet stops the database container first (and
+    // its preStop hook drains through /lifecycle/pre-stop); if the database still answers
+    // here, the pilot is being stopped on its own and drains it so no write is lost.
+    info!("termination signal: draining the database if it still runs");
+    match tokio::time::timeout(common.drain_timeout(), driver.prepare_stop()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("drain before stop failed: {e:#}"),
+        Err(_) => warn!("drain before stop timed out"),
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = grpc.await;
+        let _ = probes.await;
+    })
+    .await;
+    info!("pilot stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
