@@ -33,6 +33,8 @@ pub const PILOT_IMAGE: &str = "stateward.local/pilot:dev";
 const PAUSE_SOURCE: &str = include_str!("../images/pause.c");
 const NONROOT_UID: u32 = 65532;
 const CASSANDRA_UID: u32 = 999;
+/// Bump when the Cassandra image's assembly changes (its inputs' hashes do not see code).
+const CASSANDRA_LAYOUT_REVISION: &str = "2";
 const JAVA_HOME: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
 
 /// Image runtime configuration (the OCI config fields we use).
@@ -199,7 +201,7 @@ pub fn import(layout: &Layout, images: &[Built]) -> anyhow::Result<()> {
 
 /// Builds the images `up` itself needs (sandbox, DNS, storage, test/helper box).
 pub fn build_infra(layout: &Layout) -> anyhow::Result<Vec<Built>> {
-    let specs = vec![
+    let specs = [
         pause(layout)?,
         static_binary(
             layout,
@@ -235,7 +237,7 @@ pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
         bail!("cargo build of the operator and pilot failed ({status}); see above");
     }
     let target = cargo_target_dir(layout).join("release");
-    let specs = vec![
+    let specs = [
         rust_binary(layout, OPERATOR_IMAGE, &target.join("stateward-operator"))?,
         rust_binary(layout, PILOT_IMAGE, &target.join("stateward-pilot"))?,
         cassandra(layout)?,
@@ -437,7 +439,7 @@ fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
     cmd::run(Command::new("cp").arg("-a").arg(&dist).arg(&home))
         .context("copy the Cassandra distribution")?;
     let conf = home.join("conf");
-    if conf.is_dir() {
+    if conf.is_dir() && !conf.is_symlink() {
         cmd::run(Command::new("mv").arg(&conf).arg(dir.join("etc/cassandra")))?;
     } else {
         std::fs::create_dir_all(dir.join("etc/cassandra")).context("create /etc/cassandra")?;
@@ -448,10 +450,13 @@ fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
         ("logs", "/var/log/cassandra"),
     ] {
         let path = home.join(link);
-        if !path.exists() {
-            std::os::unix::fs::symlink(target, &path)
-                .with_context(|| format!("link {}", path.display()))?;
+        // The distribution ships empty data/ and logs/ directories (owned by root): the
+        // links replace them so Cassandra, running as uid 999, writes to the volumes.
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
         }
+        std::os::unix::fs::symlink(target, &path)
+            .with_context(|| format!("link {}", path.display()))?;
     }
     for sub in ["var/lib/cassandra", "var/log/cassandra"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("create /{sub}"))?;
@@ -487,7 +492,11 @@ fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
             volumes: vec!["/var/lib/cassandra".into()],
             ..Default::default()
         },
-        key: hash_parts(&[jre_key.as_bytes(), listing.as_bytes()]),
+        key: hash_parts(&[
+            jre_key.as_bytes(),
+            listing.as_bytes(),
+            CASSANDRA_LAYOUT_REVISION.as_bytes(),
+        ]),
     })
 }
 

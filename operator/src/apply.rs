@@ -24,14 +24,25 @@ pub const APPLIED_HASH_ANNOTATION: &str = "stateward.io/applied-hash";
 #[derive(Debug, Default)]
 pub struct WriteCounter {
     writes: AtomicU64,
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl WriteCounter {
-    pub fn record(&self) {
+    /// Count one write of `what` (an object kind, "status" or "event").
+    pub fn record(&self, what: &str) {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        let mut by_kind = self.by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        *by_kind.entry(what.to_string()).or_default() += 1;
     }
     pub fn total(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+    /// Writes so far per kind.
+    pub fn by_kind(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -50,7 +61,7 @@ pub async fn apply<K>(
     writes: &Arc<WriteCounter>,
 ) -> Result<(K, Outcome), kube::Error>
 where
-    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let name = desired.name_any();
     let hash = desired_hash(&desired).map_err(kube::Error::SerdeError)?;
@@ -67,7 +78,7 @@ where
         }
     }
     let params = PatchParams::apply(field_manager).force();
-    writes.record();
+    writes.record(K::kind(&Default::default()).as_ref());
     let applied = api.patch(&name, &params, &Patch::Apply(&desired)).await?;
     let outcome = if live.is_some() {
         Outcome::Updated

@@ -42,6 +42,8 @@ pub struct Context {
     pub pilots: Arc<dyn PilotReports>,
     /// How often a steady cluster is re-checked (level-triggered resync).
     pub resync: std::time::Duration,
+    /// Reconciles run so far (metrics; tests use it to prove resyncs happened).
+    pub reconciles: std::sync::atomic::AtomicU64,
 }
 
 impl Context {
@@ -63,6 +65,7 @@ impl Context {
             writes,
             pilots,
             resync,
+            reconciles: Default::default(),
         }
     }
 }

@@ -173,7 +173,7 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
             match obs.nodes.iter().find(|n| n.ordinal == ordinal) {
                 None => {
                     return Step::Wait {
-                        reason: format!("node {}-{ordinal} has no pod yet", pool.name),
+                        reason: format!("node {ordinal} of pool {} has no pod yet", pool.name),
                         next: "wait for the StatefulSet to create the pod".into(),
                     };
                 }

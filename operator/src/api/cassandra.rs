@@ -170,8 +170,8 @@ pub struct CassandraNodePool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// JVM heap size (for example "2G" or "512M"). Defaults to a quarter of the memory limit,
-    /// capped at 8G, as Cassandra recommends.
+    /// JVM heap size (for example "2G" or "512M"). Defaults to half of the memory limit,
+    /// between 256M and 8G.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+[MG]$')").message("heapSize is a whole number followed by M or G, for example 512M or 4G"))]
     #[schemars(length(max = 16))]
@@ -215,14 +215,16 @@ pub struct CassandraConfig {
     #[schemars(range(min = 1, max = 256))]
     pub num_tokens: Option<i32>,
 
-    /// Extra cassandra.yaml settings (snake_case keys, as in cassandra.yaml). Keys that define a
+    /// Extra cassandra.yaml settings: snake_case keys as in cassandra.yaml, each value written as
+    /// YAML text (for example `concurrent_reads: "64"` or
+    /// `client_encryption_options: "{enabled: false}"`). Keys that define a
     /// node's identity or addresses (cluster_name, seed_provider, listen/rpc/broadcast addresses,
     /// endpoint_snitch, num_tokens, directories, ports) are owned by Stateward and rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.all(k, !(k in ['cluster_name', 'seed_provider', 'listen_address', 'listen_interface', 'broadcast_address', 'rpc_address', 'rpc_interface', 'broadcast_rpc_address', 'endpoint_snitch', 'num_tokens', 'initial_token', 'data_file_directories', 'commitlog_directory', 'saved_caches_directory', 'hints_directory', 'cdc_raw_directory', 'storage_port', 'native_transport_port']))")
+    #[x_kube(validation = Rule::new("!('cluster_name' in self) && !('seed_provider' in self) && !('listen_address' in self) && !('listen_interface' in self) && !('broadcast_address' in self) && !('rpc_address' in self) && !('rpc_interface' in self) && !('broadcast_rpc_address' in self) && !('endpoint_snitch' in self) && !('num_tokens' in self) && !('initial_token' in self) && !('data_file_directories' in self) && !('commitlog_directory' in self) && !('saved_caches_directory' in self) && !('hints_directory' in self) && !('cdc_raw_directory' in self) && !('storage_port' in self) && !('native_transport_port' in self)")
         .message("config.cassandraYaml may not set keys that Stateward owns: cluster_name, seed_provider, listen/rpc/broadcast addresses and interfaces, endpoint_snitch, num_tokens (use config.numTokens), initial_token, data/commitlog/saved_caches/hints/cdc directories, storage_port, native_transport_port"))]
-    #[schemars(schema_with = "free_form_map")]
-    pub cassandra_yaml: Option<BTreeMap<String, serde_json::Value>>,
+    #[schemars(extend("maxProperties" = 64))]
+    pub cassandra_yaml: Option<BTreeMap<String, String>>,
 }
 
 /// What happens to PersistentVolumeClaims when nodes or the whole cluster go away.
@@ -255,7 +257,7 @@ pub struct CassandraClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Standard conditions: Available, Progressing, Degraded (and Paused when spec.paused).
+    /// Standard conditions: Available, Progressing (reason Paused when spec.paused), Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -296,13 +298,6 @@ pub struct CassandraClusterStatus {
     /// Per node pool replica counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolStatus>,
-}
-
-fn free_form_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true,
-    })
 }
 
 impl CassandraClusterSpec {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::resources::{self, Names};
 use super::status::{self, StatusInputs, state_word};
-use crate::api::cassandra::{CassandraCluster, CassandraClusterStatus};
+use crate::api::cassandra::{CassandraCluster, CassandraClusterStatus, CassandraNodePool};
 use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
 use crate::apply::{self, Outcome};
 use crate::context::Context;
@@ -34,7 +34,7 @@ pub enum Error {
         source: kube::Error,
     },
     #[error("rendering the pilot configuration: {0}")]
-    Render(#[from] serde_json::Error),
+    Render(#[from] resources::RenderError),
     #[error("creating certificates: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("the object has no namespace")]
@@ -62,6 +62,8 @@ struct Observation {
 }
 
 pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
     let names = Names::of(&cluster);
     if cluster.meta().deletion_timestamp.is_some() {
@@ -287,8 +289,19 @@ async fn act(
             continue;
         }
         let replicas = planner::statefulset_replicas(observed, step, &pool.name);
-        let sts = resources::statefulset(cluster, pool, replicas, &config_hash, &ctx.config);
+        let mut sts = resources::statefulset(cluster, pool, replicas, &config_hash, &ctx.config);
         let name = sts.name_any();
+        // volumeClaimTemplates are immutable: keep the live ones and grow the PVCs directly.
+        if exists
+            && let Some(live) = statefulsets
+                .get_opt(&name)
+                .await
+                .context(|| format!("reading StatefulSet {name}"))?
+            && let (Some(spec), Some(live_spec)) = (sts.spec.as_mut(), live.spec)
+        {
+            spec.volume_claim_templates = live_spec.volume_claim_templates;
+        }
+        grow_volumes(ctx, ns, &names.cluster, pool).await;
         let (_, outcome) = apply::apply(&statefulsets, sts, fm, &ctx.writes)
             .await
             .context(|| format!("applying StatefulSet {name}"))?;
@@ -297,6 +310,64 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Ask for a larger volume on every PVC of the pool smaller than the spec. Growth needs a
+/// StorageClass that allows expansion; a refusal is reported and never stops the reconcile.
+async fn grow_volumes(ctx: &Context, ns: &str, cluster: &str, pool: &CassandraNodePool) {
+    let Ok(wanted) = parse_quantity(&pool.storage.size) else {
+        return;
+    };
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&labels::to_selector_string(&labels::pool_selector(
+        cluster, &pool.name,
+    )));
+    let Ok(list) = pvcs.list(&lp).await else {
+        return;
+    };
+    for pvc in list {
+        let current = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| parse_quantity(&q.0).ok());
+        if current.is_some_and(|c| c >= wanted) {
+            continue;
+        }
+        let name = pvc.name_any();
+        ctx.writes.record("PersistentVolumeClaim");
+        let patch = json!({"spec": {"resources": {"requests": {"storage": pool.storage.size}}}});
+        if let Err(e) = pvcs
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            warn!(pvc = %name, error = %e, "volume expansion refused");
+        }
+    }
+}
+
+/// Bytes of a Kubernetes quantity with a binary or decimal suffix (enough for volume sizes).
+fn parse_quantity(q: &str) -> Result<u128, ()> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: u128 = number.parse().map_err(|_| ())?;
+    let factor: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        _ => return Err(()),
+    };
+    Ok(number * factor)
 }
 
 /// Create the cluster's CA and certificates once; they are never rewritten by a resync.
@@ -401,7 +472,7 @@ async fn create_secret(
         ),
         ..Secret::default()
     };
-    ctx.writes.record();
+    ctx.writes.record("Secret");
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
@@ -426,11 +497,18 @@ async fn record(
     let changed = cluster.status.as_ref() != Some(&new_status);
     if changed {
         let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
-        ctx.writes.record();
+        ctx.writes.record("status");
+        // Server-side apply, not a merge patch: a field left out of the new status (an
+        // operation that finished) must disappear, or the next reconcile sees it again.
+        let patch = json!({
+            "apiVersion": CassandraCluster::api_version(&()),
+            "kind": CassandraCluster::kind(&()),
+            "status": new_status,
+        });
         api.patch_status(
             &cluster.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": new_status })),
+            &PatchParams::apply(&ctx.config.field_manager).force(),
+            &Patch::Apply(patch),
         )
         .await
         .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
@@ -440,7 +518,7 @@ async fn record(
         new_status.current_operation.as_ref(),
         &new_status,
     ) {
-        ctx.writes.record();
+        ctx.writes.record("Event");
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
             // An Event that cannot be written must not stop the reconcile.
             warn!(error = %e, "publishing event failed");
@@ -519,4 +597,17 @@ fn step_event(
             ),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_quantity;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
+        assert!(parse_quantity("2Gi") > parse_quantity("1500Mi"));
+        assert_eq!(parse_quantity("10G"), Ok(10_000_000_000));
+        assert!(parse_quantity("1.5Gi").is_err());
+    }
 }

@@ -187,25 +187,49 @@ pub fn pod_disruption_budget(cluster: &CassandraCluster) -> PodDisruptionBudget 
     }
 }
 
-pub fn pilot_config(cluster: &CassandraCluster) -> PilotCassandraConfig {
-    let mut extra = cluster
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("config.cassandraYaml.{key} is not valid YAML: {source}")]
+    Yaml {
+        key: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("serializing the pilot configuration: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub fn pilot_config(cluster: &CassandraCluster) -> Result<PilotCassandraConfig, RenderError> {
+    let extra = cluster
         .spec
         .config
         .as_ref()
         .and_then(|c| c.cassandra_yaml.clone())
         .unwrap_or_default();
-    // The API server already rejects these; dropping them here keeps identity safe even for an
-    // object stored before the rule existed.
-    extra.retain(|k, _| !RESERVED_CASSANDRA_YAML_KEYS.contains(&k.as_str()));
-    PilotCassandraConfig {
-        num_tokens: cluster.spec.num_tokens(),
-        cassandra_yaml: extra,
+    let mut cassandra_yaml = BTreeMap::new();
+    for (key, text) in extra {
+        // The API server already rejects these; skipping them here keeps identity safe even
+        // for an object stored before the rule existed.
+        if RESERVED_CASSANDRA_YAML_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = serde_yaml::from_str::<serde_json::Value>(&text).map_err(|source| {
+            RenderError::Yaml {
+                key: key.clone(),
+                source,
+            }
+        })?;
+        cassandra_yaml.insert(key, value);
     }
+    Ok(PilotCassandraConfig {
+        num_tokens: cluster.spec.num_tokens(),
+        cassandra_yaml,
+    })
 }
 
-pub fn config_map(cluster: &CassandraCluster) -> Result<ConfigMap, serde_json::Error> {
+pub fn config_map(cluster: &CassandraCluster) -> Result<ConfigMap, RenderError> {
     let names = Names::of(cluster);
-    let rendered = serde_json::to_string_pretty(&pilot_config(cluster))?;
+    let rendered = serde_json::to_string_pretty(&pilot_config(cluster)?)?;
     Ok(ConfigMap {
         metadata: meta(cluster, names.config_map(), labels::cluster(&names.cluster)),
         data: Some([(CONFIG_FILE_KEY.to_string(), rendered)].into()),
@@ -439,7 +463,7 @@ fn pod_spec(
         lifecycle: Some(Lifecycle {
             // The pilot drains Cassandra (flush, stop accepting writes) before the JVM stops.
             pre_stop: Some(LifecycleHandler {
-                http_get: Some(pilot_get("/lifecycle/drain")),
+                http_get: Some(pilot_get("/lifecycle/pre-stop")),
                 ..LifecycleHandler::default()
             }),
             ..Lifecycle::default()
@@ -678,16 +702,19 @@ mod tests {
             num_tokens: None,
             cassandra_yaml: Some(
                 [
-                    ("cluster_name".to_string(), serde_json::json!("evil")),
-                    ("concurrent_reads".to_string(), serde_json::json!(64)),
+                    ("cluster_name".to_string(), "evil".to_string()),
+                    ("concurrent_reads".to_string(), "64".to_string()),
                 ]
                 .into(),
             ),
         });
-        let cfg = pilot_config(&c);
+        let cfg = pilot_config(&c).expect("render");
         assert_eq!(cfg.num_tokens, 16);
         assert!(!cfg.cassandra_yaml.contains_key("cluster_name"));
-        assert!(cfg.cassandra_yaml.contains_key("concurrent_reads"));
+        assert_eq!(
+            cfg.cassandra_yaml.get("concurrent_reads"),
+            Some(&serde_json::json!(64))
+        );
     }
 
     #[test]

@@ -42,9 +42,11 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
     let now = inputs.now.to_string();
 
     let operation = current_operation(inputs.step, previous_op, inputs.step_node.clone(), &now);
+    // "Creating" lasts until the cluster is Ready once; afterwards a shortfall is Scaling or
+    // Degraded.
     let never_ready = inputs
         .previous
-        .is_none_or(|s| s.version.is_none() && s.phase.as_deref() != Some("Ready"));
+        .is_none_or(|s| matches!(s.phase.as_deref(), None | Some("Creating")));
     let unready_existing: Vec<&NodeStatus> = inputs
         .nodes
         .iter()

@@ -1,0 +1,407 @@
+//! The CassandraCluster API and operator core on the local real cluster: CRD validation at
+//! `kubectl apply`, the shape of what the operator builds, propagation of edits, `kubectl scale`,
+//! and a steady resync that costs no write.
+//!
+//! The operator runs in this test process (the same library the binary runs), so the test can
+//! read its write counter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use serde_json::json;
+use stateward_e2e::Cluster;
+use stateward_operator::api::cassandra::CassandraCluster;
+use stateward_operator::apply::WriteCounter;
+use stateward_operator::config::OperatorConfig;
+use stateward_operator::context::{Context, NoPilotReports};
+
+async fn install_crd(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = CassandraCluster::crd();
+    crds.patch(
+        "cassandraclusters.stateward.io",
+        &PatchParams::apply("stateward-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    wait_for("CRD established", Duration::from_secs(30), || async {
+        let crd = crds.get("cassandraclusters.stateward.io").await.ok()?;
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+struct Harness {
+    cluster: Cluster,
+    client: Client,
+    ns: String,
+    writes: Arc<WriteCounter>,
+    ctx: Arc<Context>,
+    operator: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(name: &str) -> anyhow::Result<Self> {
+        let cluster = stateward_e2e::ensure_up()?;
+        let client = cluster.kube_client().await?;
+        install_crd(&client).await?;
+        let ns = format!("{name}-{}", std::process::id());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(ns.clone());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
+
+        let writes = Arc::new(WriteCounter::default());
+        let config = OperatorConfig {
+            cassandra_image_repository: "stateward.local/cassandra".into(),
+            pilot_image: "stateward.local/pilot:dev".into(),
+            ..OperatorConfig::default()
+        };
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            config,
+            writes.clone(),
+            Arc::new(NoPilotReports),
+            // A short resync so the test sees many no-op reconciles.
+            Duration::from_secs(1),
+        ));
+        let operator = tokio::spawn(stateward_operator::controller::run_cassandra(
+            ctx.clone(),
+            Some(ns.clone()),
+        ));
+        Ok(Harness {
+            cluster,
+            client,
+            ns,
+            writes,
+            ctx,
+            operator,
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn stop(self) {
+        self.operator.abort();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
+    }
+}
+
+fn cluster_yaml(name: &str, replicas: i32) -> String {
+    format!(
+        r#"apiVersion: stateward.io/v1alpha1
+kind: CassandraCluster
+metadata:
+  name: {name}
+spec:
+  version: "5.0.9"
+  replicas: {replicas}
+  nodePools:
+  - name: main
+    storage:
+      size: 1Gi
+    resources:
+      requests: {{cpu: 100m, memory: 1Gi}}
+      limits: {{memory: 1Gi}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_builds_the_cluster_and_a_steady_resync_writes_nothing() -> anyhow::Result<()> {
+    let h = Harness::start("sw-op").await?;
+    let result = async {
+        // --- a 3-node cluster: shape of every owned object ---
+        h.cluster
+            .kubectl_stdin(&["apply", "-n", &h.ns, "-f", "-"], &cluster_yaml("demo", 3))?;
+        let statefulsets: Api<StatefulSet> = h.api();
+        let sts = wait_for("StatefulSet demo-main", Duration::from_secs(60), || async {
+            statefulsets.get_opt("demo-main").await.ok().flatten()
+        })
+        .await?;
+        let spec = sts.spec.clone().expect("sts spec");
+        assert_eq!(spec.service_name.as_deref(), Some("demo-nodes"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+        assert_eq!(spec.volume_claim_templates.as_ref().map(Vec::len), Some(1));
+        let pod = spec.template.spec.clone().expect("pod spec");
+        assert_eq!(pod.init_containers.as_ref().expect("pilot")[0].restart_policy.as_deref(), Some("Always"));
+        assert_eq!(pod.containers[0].name, "cassandra");
+        assert!(spec.template.metadata.as_ref().and_then(|m| m.annotations.as_ref())
+            .is_some_and(|a| a.contains_key("stateward.io/config-hash")));
+        assert_eq!(sts.metadata.owner_references.as_ref().map(|o| o[0].kind.as_str()), Some("CassandraCluster"));
+
+        let services: Api<Service> = h.api();
+        let headless = services.get("demo-nodes").await?;
+        let hs = headless.spec.expect("svc spec");
+        assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(hs.publish_not_ready_addresses, Some(true));
+        let client_svc = services.get("demo").await?.spec.expect("svc spec");
+        assert!(client_svc.ports.expect("ports").iter().any(|p| p.port == 9042));
+        let pdb = h.api::<PodDisruptionBudget>().get("demo").await?;
+        assert_eq!(
+            pdb.spec.and_then(|s| s.max_unavailable),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
+        h.api::<ConfigMap>().get("demo-config").await?;
+        for secret in ["demo-ca", "demo-pilot-tls", "demo-operator-client"] {
+            h.api::<Secret>().get(secret).await?;
+        }
+
+        // One node at a time: the first node is not verified ready, so no second one yet.
+        let clusters: Api<CassandraCluster> = h.api();
+        let status = wait_for("status with desired 3", Duration::from_secs(60), || async {
+            let c = clusters.get("demo").await.ok()?;
+            let s = c.status?;
+            (s.pools.first()?.desired == 3 && s.current_operation.is_some()).then_some(s)
+        })
+        .await?;
+        wait_for("the first node added", Duration::from_secs(60), || async {
+            let sts = statefulsets.get("demo-main").await.ok()?;
+            (sts.spec?.replicas? == 1).then_some(())
+        })
+        .await?;
+        // The first node is not verified ready yet: no second node may follow.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let sts = statefulsets.get("demo-main").await?;
+        assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1), "exactly one node added first");
+        assert!(status.conditions.iter().any(|c| c.type_ == "Progressing" && c.status == "True"));
+        println!("status while the first node starts: {:?}", status.current_operation);
+
+        // --- editing resources propagates to the pod template ---
+        clusters
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"nodePools": [{"name": "main", "storage": {"size": "1Gi"},
+                    "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}}}]}})),
+            )
+            .await?;
+        wait_for("resources in the StatefulSet", Duration::from_secs(60), || async {
+            let sts = statefulsets.get("demo-main").await.ok()?;
+            let limits = sts.spec?.template.spec?.containers[0].resources.clone()?.limits?;
+            (limits.get("memory")?.0 == "1536Mi").then_some(())
+        })
+        .await?;
+
+        // --- growing storage never wedges the operator (volumeClaimTemplates are immutable;
+        // the PVCs are grown instead, which local-path refuses without stopping anything) ---
+        let grown = clusters
+            .patch(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"nodePools": [{"name": "main", "storage": {"size": "2Gi"}}]}})),
+            )
+            .await?;
+        let generation = grown.metadata.generation;
+        wait_for("status of the grown spec", Duration::from_secs(60), || async {
+            let c = clusters.get("demo").await.ok()?;
+            (c.status?.observed_generation == generation).then_some(())
+        })
+        .await?;
+
+        // --- kubectl scale goes through the scale subresource ---
+        h.cluster.kubectl(&["scale", "-n", &h.ns, "cass/demo", "--replicas=5"])?;
+        wait_for("desired 5 in status", Duration::from_secs(60), || async {
+            let s = clusters.get("demo").await.ok()?.status?;
+            (s.pools.first()?.desired == 5 && s.ready.as_deref()?.ends_with("/5")).then_some(())
+        })
+        .await?;
+        let c = clusters.get("demo").await?;
+        assert_eq!(c.spec.replicas, Some(5));
+
+        // --- printer columns and explain ---
+        let table = h.cluster.kubectl(&["get", "cass", "-n", &h.ns])?;
+        println!("{table}");
+        for column in ["READY", "VERSION", "PHASE", "AGE"] {
+            assert!(table.contains(column), "missing column {column} in:\n{table}");
+        }
+        let explain = h.cluster.kubectl(&["explain", "cass.spec.nodePools"])?;
+        assert!(explain.contains("Groups of identical nodes"), "{explain}");
+
+        // --- a steady cluster (zero nodes) costs no write on resync ---
+        h.cluster
+            .kubectl_stdin(&["apply", "-n", &h.ns, "-f", "-"], &cluster_yaml("idle", 0))?;
+        wait_for("idle cluster Ready", Duration::from_secs(60), || async {
+            let s = clusters.get("idle").await.ok()?.status?;
+            (s.phase.as_deref() == Some("Ready")).then_some(())
+        })
+        .await?;
+        // Remove the busy cluster: its starting pod legitimately changes status.
+        clusters.delete("demo", &DeleteParams::default()).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let reconciles_before = h.ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+        let before = h.writes.total();
+        let kinds_before = h.writes.by_kind();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let after = h.writes.total();
+        println!("writes per kind before: {kinds_before:?}\nafter: {:?}", h.writes.by_kind());
+        let reconciles = h.ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed) - reconciles_before;
+        println!("reconciles during 8 s: {reconciles}; writes: {}", after - before);
+        assert!(reconciles >= 4, "the resyncs did not happen ({reconciles} reconciles)");
+        assert_eq!(after, before, "a steady resync must not write");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    h.stop().await;
+    result
+}
+
+/// Every invalid example under e2e/testdata/invalid is rejected by `kubectl apply`, with the
+/// message its first line promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_examples_are_rejected_at_apply_time() -> anyhow::Result<()> {
+    let h = Harness::start("sw-invalid").await?;
+    let result = async {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/invalid");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 8, "corpus too small");
+        for file in files {
+            let text = std::fs::read_to_string(&file)?;
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .ok_or_else(|| anyhow::anyhow!("{} lacks a '# expect:' line", file.display()))?;
+            let err = match h
+                .cluster
+                .kubectl_stdin(&["apply", "-n", &h.ns, "-f", "-"], &text)
+            {
+                Ok(out) => anyhow::bail!("{} was accepted: {out}", file.display()),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(
+                err.contains(expect),
+                "{}: expected {expect:?} in:\n{err}",
+                file.display()
+            );
+            println!(
+                "rejected {}: {expect}",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            );
+        }
+
+        // Transition rules: changes that are invalid only relative to the stored object.
+        h.cluster.kubectl_stdin(
+            &["apply", "-n", &h.ns, "-f", "-"],
+            &cluster_yaml("edits", 0),
+        )?;
+        let clusters: Api<CassandraCluster> = h.api();
+        let pool = |extra: serde_json::Value| {
+            let mut p = json!({"name": "main", "storage": {"size": "1Gi"}});
+            if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    p.insert(k.clone(), v.clone());
+                }
+            }
+            json!({"spec": {"nodePools": [p]}})
+        };
+        let cases = [
+            (
+                "shrinking storage",
+                pool(json!({"storage": {"size": "512Mi"}})),
+                "storage.size cannot shrink",
+            ),
+            (
+                "changing the rack",
+                pool(json!({"rack": "r2"})),
+                "the rack of an existing node pool cannot change",
+            ),
+            (
+                "changing the storage class",
+                pool(json!({"storage": {"size": "1Gi", "storageClassName": "other"}})),
+                "storageClassName of an existing node pool cannot change",
+            ),
+            (
+                "removing the last pool",
+                json!({"spec": {"nodePools": []}}),
+                "should have at least 1 items",
+            ),
+        ];
+        for (what, patch, expect) in cases {
+            let err = clusters
+                .patch("edits", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .err()
+                .ok_or_else(|| anyhow::anyhow!("{what} was accepted"))?;
+            assert!(
+                err.to_string().contains(expect),
+                "{what}: expected {expect:?} in {err}"
+            );
+            println!("rejected {what}: {expect}");
+        }
+
+        // Downgrade: compared against the version the cluster runs (status.version).
+        clusters
+            .patch(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"paused": true}})),
+            )
+            .await?;
+        clusters
+            .patch_status(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"version": "5.0.9"}})),
+            )
+            .await?;
+        let err = clusters
+            .patch(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"version": "5.0.8"}})),
+            )
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("a downgrade was accepted"))?;
+        assert!(
+            err.to_string()
+                .contains("Cassandra does not support downgrades"),
+            "{err}"
+        );
+        println!("rejected downgrade 5.0.9 -> 5.0.8");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    h.stop().await;
+    result
+}

@@ -1,0 +1,16 @@
+//! crds/ is generated from the Rust types (`stateward-operator crds`); this fails when the
+//! committed file drifts from what the types generate.
+
+#[test]
+fn committed_crds_match_the_types() {
+    let generated = stateward_operator::api::crds_yaml().expect("render CRDs");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/stateward.io_crds.yaml"
+    );
+    let committed = std::fs::read_to_string(path).expect("read crds/stateward.io_crds.yaml");
+    assert!(
+        committed == generated,
+        "crds/stateward.io_crds.yaml is stale: run `cargo run -p stateward-operator -- crds > crds/stateward.io_crds.yaml`"
+    );
+}
