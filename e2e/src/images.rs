@@ -239,7 +239,7 @@ pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
     let target = cargo_target_dir(layout).join("release");
     let specs = [
         rust_binary(layout, OPERATOR_IMAGE, &target.join("stateward-operator"))?,
-        rust_binary(layout, PILOT_IMAGE, &target.join("stateward-pilot"))?,
+        pilot(layout, &target.join("stateward-pilot"))?,
         cassandra(layout)?,
     ];
     specs.iter().map(|s| build(layout, s)).collect()
@@ -339,6 +339,26 @@ fn rust_binary(layout: &Layout, reference: &str, binary: &Path) -> anyhow::Resul
         },
         key: hash_file(binary)?,
     })
+}
+
+/// The pilot plus the Jolokia JVM agent it hands to Cassandra (at the path the pilot expects,
+/// /usr/share/stateward/jolokia-agent.jar).
+fn pilot(layout: &Layout, binary: &Path) -> anyhow::Result<ImageSpec> {
+    let mut spec = rust_binary(layout, PILOT_IMAGE, binary)?;
+    let dist = crate::cassandra_dist::ensure_dist(crate::cassandra_dist::CASSANDRA_VERSION)?;
+    let agent = dist.join(crate::cassandra_dist::JOLOKIA_AGENT_RELATIVE_PATH);
+    let layer = spec
+        .layers
+        .first()
+        .context("the pilot image has no layer")?
+        .clone();
+    copy_into(
+        &agent,
+        &layer,
+        Path::new("/usr/share/stateward/jolokia-agent.jar"),
+    )?;
+    spec.key = hash_parts(&[spec.key.as_bytes(), hash_file(&agent)?.as_bytes()]);
+    Ok(spec)
 }
 
 /// Shared libraries (and the dynamic loader) of `binary`, from `ldd`.

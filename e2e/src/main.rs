@@ -103,7 +103,7 @@ fn test(cluster: &Cluster, args: &[String]) -> anyhow::Result<i32> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(cluster.layout().repo())
-        .args(["test", "--release", "--workspace"])
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args)
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("STATEWARD_E2E", "1")
@@ -128,7 +128,15 @@ fn demo(cluster: &Cluster) -> anyhow::Result<()> {
                 "--namespace",
                 "stateward-system",
                 "--create-namespace",
+                // The local images, loaded into the node by `images`.
+                "--set",
+                "image.repository=stateward.local/operator,image.tag=dev,image.pullPolicy=Never",
+                "--set",
+                "pilot.image.repository=stateward.local/pilot,pilot.image.tag=dev",
+                "--set",
+                "cassandra.image.repository=stateward.local/cassandra",
                 "--wait",
+                "--timeout=5m",
             ],
         )?;
     } else {
@@ -140,10 +148,10 @@ fn demo(cluster: &Cluster) -> anyhow::Result<()> {
         cluster
             .kubectl(&[
                 "wait",
-                "--for=condition=Ready",
+                "--for=condition=Available",
                 "-f",
                 &example.display().to_string(),
-                "--timeout=600s",
+                "--timeout=900s",
             ])
             .context("the example Cassandra cluster did not become Ready")?;
         print!(

@@ -6,6 +6,7 @@ pub mod cassandra;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod http;
 pub mod labels;
 pub mod planner;
 pub mod tls;

@@ -51,6 +51,9 @@ struct RunArgs {
     /// Seconds between level-triggered resyncs of a steady cluster.
     #[arg(long, env = "STATEWARD_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "STATEWARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
     /// Log format: text or json.
     #[arg(long, env = "STATEWARD_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -94,7 +97,12 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(NoPilotReports),
                 Duration::from_secs(args.resync_seconds),
             ));
+            let http = tokio::spawn(stateward_operator::http::serve(
+                args.metrics_addr,
+                ctx.clone(),
+            ));
             stateward_operator::controller::run_cassandra(ctx, args.namespace).await;
+            http.abort();
             Ok(())
         }
     }

@@ -1,0 +1,64 @@
+//! The operator's own HTTP endpoint: /healthz (the process answers), /readyz (the controller
+//! runs), /metrics (Prometheus text: reconciles and writes per kind).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use crate::context::Context;
+
+pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &ctx)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                warn!(error = %e, "metrics connection");
+            }
+        });
+    }
+}
+
+fn respond(path: &str, ctx: &Context) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_string()),
+        "/metrics" => (StatusCode::OK, metrics(ctx)),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+fn metrics(ctx: &Context) -> String {
+    let mut out = String::from(
+        "# HELP stateward_reconciles_total Reconciles run.\n# TYPE stateward_reconciles_total counter\n",
+    );
+    out.push_str(&format!(
+        "stateward_reconciles_total {}\n",
+        ctx.reconciles.load(Ordering::Relaxed)
+    ));
+    out.push_str("# HELP stateward_writes_total API writes, by kind.\n# TYPE stateward_writes_total counter\n");
+    for (kind, count) in ctx.writes.by_kind() {
+        out.push_str(&format!(
+            "stateward_writes_total{{kind=\"{kind}\"}} {count}\n"
+        ));
+    }
+    out
+}
