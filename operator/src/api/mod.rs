@@ -9,10 +9,11 @@ use kube::CustomResourceExt;
 
 /// Every CRD the operator serves, as multi-document YAML (what `crds/` holds).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    let mut out = String::new();
-    for crd in [CassandraCluster::crd()] {
+    // A list: ElasticsearchCluster joins it next.
+    let crds = [CassandraCluster::crd()];
+    crds.iter().try_fold(String::new(), |mut out, crd| {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
-    }
-    Ok(out)
+        out.push_str(&serde_yaml::to_string(crd)?);
+        Ok(out)
+    })
 }
