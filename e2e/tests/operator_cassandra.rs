@@ -97,6 +97,7 @@ impl Harness {
         let operator = tokio::spawn(stateward_operator::controller::run_cassandra(
             ctx.clone(),
             Some(ns.clone()),
+            None,
         ));
         Ok(Harness {
             cluster,

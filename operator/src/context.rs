@@ -8,6 +8,8 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use crate::apply::WriteCounter;
 use crate::config::OperatorConfig;
+use crate::pilot_client::ClientTls;
+use crate::pilots::PodAddress;
 use crate::planner::VerifiedState;
 
 /// A node's state as its pilot verified it.
@@ -23,6 +25,10 @@ pub trait PilotReports: Send + Sync {
     /// The latest verified report of a pod, or `None` when there is none (never reached, or the
     /// stream is down): callers treat `None` as unknown.
     fn report(&self, namespace: &str, pod: &str) -> Option<NodeReport>;
+
+    /// Keep one watch stream to the pilot of each of `pods` (and drop the others of the
+    /// cluster), authenticating with the cluster's operator client certificate.
+    fn track(&self, _namespace: &str, _cluster: &str, _tls: ClientTls, _pods: &[PodAddress]) {}
 }
 
 /// Used until pilots are connected: every node is unknown to the pilot view.

@@ -17,6 +17,7 @@ use crate::api::cassandra::CassandraCluster;
 use crate::cassandra::reconcile::{Error, reconcile};
 use crate::context::Context;
 use crate::labels;
+use crate::pilots::ClusterKey;
 
 fn error_policy(cluster: Arc<CassandraCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed; retrying");
@@ -24,7 +25,11 @@ fn error_policy(cluster: Arc<CassandraCluster>, error: &Error, _ctx: Arc<Context
 }
 
 /// Run the CassandraCluster controller until a shutdown signal.
-pub async fn run_cassandra(ctx: Arc<Context>, namespace: Option<String>) {
+pub async fn run_cassandra(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
+) {
     let client = ctx.client.clone();
     let api = |_: ()| -> (Api<CassandraCluster>, Api<StatefulSet>, Api<Pod>) {
         match &namespace {
@@ -43,7 +48,14 @@ pub async fn run_cassandra(ctx: Arc<Context>, namespace: Option<String>) {
     let (clusters, statefulsets, pods) = api(());
     let owned = watcher::Config::default().labels(&labels::managed_selector());
     info!(namespace = ?namespace, "starting CassandraCluster controller");
+    // Any pilot's change reconciles every cluster: cheap at our scale, and kube-runtime's
+    // targeted `reconcile_on` is still behind an unstable feature.
+    let pilot_triggers = futures::stream::iter(pilot_changes)
+        .flat_map(tokio_stream::wrappers::BroadcastStream::new)
+        .map(|_| ());
     Controller::new(clusters, watcher::Config::default())
+        // A node's verified state changed (a pilot reported it): act on it at once.
+        .reconcile_all_on(pilot_triggers)
         .owns(statefulsets, owned.clone())
         // Pods belong to StatefulSets, not to the cluster: map them back by label so that a
         // node becoming ready (or dying) triggers a reconcile at once.

@@ -8,5 +8,7 @@ pub mod context;
 pub mod controller;
 pub mod http;
 pub mod labels;
+pub mod pilot_client;
+pub mod pilots;
 pub mod planner;
 pub mod tls;

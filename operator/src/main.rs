@@ -5,7 +5,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use stateward_operator::apply::WriteCounter;
 use stateward_operator::config::OperatorConfig;
-use stateward_operator::context::{Context, NoPilotReports};
+use stateward_operator::context::Context;
+use stateward_operator::pilots::PilotRegistry;
 
 #[derive(Parser)]
 #[command(name = "stateward-operator", version, about = "Stateward operator")]
@@ -90,18 +91,21 @@ async fn main() -> anyhow::Result<()> {
                 image_pull_policy: args.image_pull_policy,
                 ..OperatorConfig::default()
             };
+            let pilots = Arc::new(PilotRegistry::default());
+            let pilot_changes = pilots.subscribe();
             let ctx = Arc::new(Context::new(
                 client,
                 config,
                 Arc::new(WriteCounter::default()),
-                Arc::new(NoPilotReports),
+                pilots,
                 Duration::from_secs(args.resync_seconds),
             ));
             let http = tokio::spawn(stateward_operator::http::serve(
                 args.metrics_addr,
                 ctx.clone(),
             ));
-            stateward_operator::controller::run_cassandra(ctx, args.namespace).await;
+            stateward_operator::controller::run_cassandra(ctx, args.namespace, Some(pilot_changes))
+                .await;
             http.abort();
             Ok(())
         }

@@ -22,6 +22,8 @@ use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
 use crate::apply::{self, Outcome};
 use crate::context::Context;
 use crate::labels;
+use crate::pilot_client::ClientTls;
+use crate::pilots::PodAddress;
 use crate::planner::{self, DesiredPool, Observed, ObservedNode, ObservedPool, Step};
 use crate::tls;
 
@@ -133,6 +135,8 @@ async fn observe(
         .await
         .context(|| format!("listing pods of {}/{}", ns, names.cluster))?;
 
+    track_pilots(ctx, ns, names, &pods.items).await?;
+
     let mut planner_view = Observed::default();
     let mut nodes = Vec::new();
     let mut pools = Vec::new();
@@ -190,6 +194,51 @@ async fn observe(
         nodes,
         pools,
     })
+}
+
+/// Point the pilot watches at the cluster's current pods. Without the operator's client
+/// certificate (not created yet) nothing is watched and every node stays unknown.
+async fn track_pilots(ctx: &Context, ns: &str, names: &Names, pods: &[Pod]) -> Result<(), Error> {
+    let secret_name = names.operator_client_secret();
+    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&secret_name)
+        .await
+        .context(|| format!("reading Secret {secret_name}"))?
+    else {
+        return Ok(());
+    };
+    let text = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let (Some(ca_pem), Some(cert_pem), Some(key_pem)) =
+        (text("ca.crt"), text("tls.crt"), text("tls.key"))
+    else {
+        return Ok(());
+    };
+    let addresses: Vec<PodAddress> = pods
+        .iter()
+        .filter_map(|p| {
+            Some(PodAddress {
+                name: p.name_any(),
+                ip: p.status.as_ref()?.pod_ip.clone()?,
+            })
+        })
+        .collect();
+    ctx.pilots.track(
+        ns,
+        &names.cluster,
+        ClientTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        },
+        &addresses,
+    );
+    Ok(())
 }
 
 fn ordinal_of(pod: &Pod, statefulset: &str) -> Option<i32> {
