@@ -58,7 +58,22 @@ where
     }
 }
 
+/// Deletes the test namespace however the test ends (a failed assertion unwinds past `stop`).
+struct NamespaceGuard {
+    cluster: Cluster,
+    ns: String,
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+    }
+}
+
 struct Harness {
+    _namespace: NamespaceGuard,
     cluster: Cluster,
     client: Client,
     ns: String,
@@ -100,6 +115,10 @@ impl Harness {
             None,
         ));
         Ok(Harness {
+            _namespace: NamespaceGuard {
+                cluster: cluster.clone(),
+                ns: ns.clone(),
+            },
             cluster,
             client,
             ns,
@@ -118,8 +137,6 @@ impl Harness {
 
     async fn stop(self) {
         self.operator.abort();
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
     }
 }
 
