@@ -1,10 +1,8 @@
-//! The operator's pilot client (`operator/src/pilot_client.rs`, compiled here in place)
-//! against a real pilot process. No Cassandra: the pilot reports it as not running,
+//! The operator's pilot client (`stateward_operator::pilot_client`) against a real pilot
+//! process. No Cassandra: the pilot reports it as not running,
 //! which is all the stream mechanics need.
 
-#[path = "../../operator/src/pilot_client.rs"]
-#[allow(dead_code)]
-mod pilot_client;
+use stateward_operator::pilot_client;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};

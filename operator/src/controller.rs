@@ -31,7 +31,7 @@ pub async fn run_cassandra(
     pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
 ) {
     let client = ctx.client.clone();
-    let api = |_: ()| -> (Api<CassandraCluster>, Api<StatefulSet>, Api<Pod>) {
+    let (clusters, statefulsets, pods): (Api<CassandraCluster>, Api<StatefulSet>, Api<Pod>) =
         match &namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -41,11 +41,9 @@ pub async fn run_cassandra(
             None => (
                 Api::all(client.clone()),
                 Api::all(client.clone()),
-                Api::all(client.clone()),
+                Api::all(client),
             ),
-        }
-    };
-    let (clusters, statefulsets, pods) = api(());
+        };
     let owned = watcher::Config::default().labels(&labels::managed_selector());
     info!(namespace = ?namespace, "starting CassandraCluster controller");
     // Any pilot's change reconciles every cluster: cheap at our scale, and kube-runtime's

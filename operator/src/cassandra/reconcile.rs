@@ -59,6 +59,8 @@ impl<T> KubeContext<T> for Result<T, kube::Error> {
 /// What the observe phase saw, kept for the status.
 struct Observation {
     planner: Observed,
+    /// The cluster's StatefulSets as listed (act keeps their immutable claim templates).
+    statefulsets: Vec<StatefulSet>,
     nodes: Vec<NodeStatus>,
     pools: Vec<PoolStatus>,
 }
@@ -91,7 +93,7 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
 
     match &step {
         Step::Paused | Step::Blocked { .. } => {}
-        _ => act(&cluster, &ctx, &ns, &names, &observation.planner, &step).await?,
+        _ => act(&cluster, &ctx, &ns, &names, &observation, &step).await?,
     }
 
     let step_node = match &step {
@@ -191,6 +193,7 @@ async fn observe(
     }
     Ok(Observation {
         planner: planner_view,
+        statefulsets: statefulsets.items,
         nodes,
         pools,
     })
@@ -291,9 +294,10 @@ async fn act(
     ctx: &Context,
     ns: &str,
     names: &Names,
-    observed: &Observed,
+    observation: &Observation,
     step: &Step,
 ) -> Result<(), Error> {
+    let observed = &observation.planner;
     ensure_pki(cluster, ctx, ns, names).await?;
     let fm = &ctx.config.field_manager;
     let client = &ctx.client;
@@ -341,14 +345,13 @@ async fn act(
         let mut sts = resources::statefulset(cluster, pool, replicas, &config_hash, &ctx.config);
         let name = sts.name_any();
         // volumeClaimTemplates are immutable: keep the live ones and grow the PVCs directly.
-        if exists
-            && let Some(live) = statefulsets
-                .get_opt(&name)
-                .await
-                .context(|| format!("reading StatefulSet {name}"))?
-            && let (Some(spec), Some(live_spec)) = (sts.spec.as_mut(), live.spec)
+        if let Some(live) = observation
+            .statefulsets
+            .iter()
+            .find(|s| s.name_any() == name)
+            && let (Some(spec), Some(live_spec)) = (sts.spec.as_mut(), live.spec.as_ref())
         {
-            spec.volume_claim_templates = live_spec.volume_claim_templates;
+            spec.volume_claim_templates = live_spec.volume_claim_templates.clone();
         }
         grow_volumes(ctx, ns, &names.cluster, pool).await;
         let (_, outcome) = apply::apply(&statefulsets, sts, fm, &ctx.writes)
