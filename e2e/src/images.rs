@@ -246,6 +246,14 @@ pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
 }
 
 /// The workspace's target directory (shared; honours CARGO_TARGET_DIR if a user set it).
+/// The operator binary `build_project` builds (what the operator image runs); tests that must
+/// kill a real operator process run it from here.
+pub fn operator_binary(layout: &Layout) -> PathBuf {
+    cargo_target_dir(layout)
+        .join("release")
+        .join("stateward-operator")
+}
+
 fn cargo_target_dir(layout: &Layout) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

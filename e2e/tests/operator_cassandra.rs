@@ -6,14 +6,13 @@
 //! read its write counter.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
 use stateward_e2e::Cluster;
 use stateward_operator::api::cassandra::CassandraCluster;
@@ -21,56 +20,8 @@ use stateward_operator::apply::WriteCounter;
 use stateward_operator::config::OperatorConfig;
 use stateward_operator::context::{Context, NoPilotReports};
 
-async fn install_crd(client: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = CassandraCluster::crd();
-    crds.patch(
-        "cassandraclusters.stateward.io",
-        &PatchParams::apply("stateward-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    wait_for("CRD established", Duration::from_secs(30), || async {
-        let crd = crds.get("cassandraclusters.stateward.io").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if start.elapsed() > timeout {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Deletes the test namespace however the test ends (a failed assertion unwinds past `stop`).
-struct NamespaceGuard {
-    cluster: Cluster,
-    ns: String,
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
-    }
-}
+mod common;
+use common::{NamespaceGuard, install_crd, wait_for};
 
 struct Harness {
     _namespace: NamespaceGuard,

@@ -11,6 +11,9 @@ pub const NAME: &str = "app.kubernetes.io/name";
 pub const INSTANCE: &str = "app.kubernetes.io/instance";
 pub const CONFIG_HASH_ANNOTATION: &str = "stateward.io/config-hash";
 /// The StatefulSet controller's pod label carrying the pod's ordinal.
+/// On a PVC kept after its node's verified decommission (policy Retain): when it happened.
+/// A new node is never started on such a volume.
+pub const DECOMMISSIONED_ANNOTATION: &str = "stateward.io/decommissioned-at";
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 
 /// Selector of every object the operator manages, for its watches.

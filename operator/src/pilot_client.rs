@@ -23,7 +23,8 @@ use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use stateward_proto::v1::pilot_client::PilotClient;
 use stateward_proto::v1::{
-    ActionSpec, ActionState, NodeStatus, PeerState, StartActionRequest, WatchActionRequest,
+    ActionSpec, ActionState, GetActionRequest, NodeStatus, PeerState, StartActionRequest,
+    WatchActionRequest,
     WatchStatusRequest, node_status::Detail, watch_status_response::Event,
 };
 use tokio::sync::broadcast;
@@ -33,6 +34,9 @@ use tracing::{debug, info, warn};
 
 /// Heartbeat the operator asks pilots for; a stream silent for three of them is dead.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+
+/// Limit of one unary call (connect included) made from a reconcile.
+const ONE_CALL: Duration = Duration::from_secs(5);
 
 /// Identifies a pod: namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -232,6 +236,63 @@ impl PilotHub {
                     .iter()
                     .any(|p| p.address == address && p.state() != PeerState::Unspecified)
             })
+    }
+
+    /// Where the pod's pilot is watched (its current address), if it is.
+    pub fn target(&self, pod: &PodKey) -> Option<PilotTarget> {
+        self.inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pod)
+            .map(|w| w.target.clone())
+    }
+
+    /// The state of an action by ID, one call; `None` when the pilot never received it.
+    pub async fn get_action(
+        &self,
+        target: &PilotTarget,
+        action_id: &str,
+    ) -> Result<Option<ActionState>, PilotError> {
+        let call = async {
+            let mut client = self.connect(target).await?;
+            match client
+                .get_action(GetActionRequest {
+                    action_id: action_id.to_string(),
+                })
+                .await
+            {
+                Ok(state) => Ok(Some(state.into_inner())),
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+                Err(status) => Err(PilotError::Rpc(status)),
+            }
+        };
+        tokio::time::timeout(ONE_CALL, call)
+            .await
+            .map_err(|_| PilotError::Timeout(action_id.to_string(), ONE_CALL))?
+    }
+
+    /// Starts an action (or returns the one already started with this ID), one call, without
+    /// waiting for its end: the caller follows it with [`PilotHub::get_action`].
+    pub async fn start_action(
+        &self,
+        target: &PilotTarget,
+        action_id: &str,
+        spec: ActionSpec,
+    ) -> Result<ActionState, PilotError> {
+        let call = async {
+            let mut client = self.connect(target).await?;
+            Ok(client
+                .start_action(StartActionRequest {
+                    action_id: action_id.to_string(),
+                    spec: Some(spec),
+                })
+                .await?
+                .into_inner())
+        };
+        tokio::time::timeout(ONE_CALL, call)
+            .await
+            .map_err(|_| PilotError::Timeout(action_id.to_string(), ONE_CALL))?
     }
 
     /// Starts action `action_id` on the pod (or finds it already started) and waits for

@@ -4,13 +4,17 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures::future::BoxFuture;
 use stateward_proto::v1::node_status::Detail;
-use stateward_proto::v1::{CassandraOperationMode, NodeStatus, ProcessState};
+use stateward_proto::v1::{
+    ActionPhase, ActionSpec, ActionState, CassandraOperationMode, NodeStatus, PeerState,
+    ProcessState,
+};
 use tokio::sync::broadcast;
 
-use crate::context::{NodeReport, PilotReports};
+use crate::context::{NodeReport, PilotAddress, PilotReports};
 use crate::pilot_client::{ClientTls, PilotHub, PilotTarget, PodKey};
-use crate::planner::VerifiedState;
+use crate::planner::{ActionProgress, KeyspaceReplication, VerifiedState};
 
 /// A pod whose pilot should be watched.
 pub struct PodAddress {
@@ -60,6 +64,46 @@ impl PilotRegistry {
         hubs.insert(key.clone(), hub.clone());
         hub
     }
+
+    /// The hub and watched address of a pod's pilot.
+    fn locate(&self, pilot: PilotAddress<'_>) -> Result<(PilotHub, PilotTarget), String> {
+        let hub = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(pilot.namespace.to_string(), pilot.cluster.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("no pilot connection for cluster {}", pilot.cluster))?;
+        let target = hub
+            .target(&PodKey {
+                namespace: pilot.namespace.to_string(),
+                name: pilot.pod.to_string(),
+            })
+            .ok_or_else(|| format!("the pilot of {} is not watched (no pod IP)", pilot.pod))?;
+        Ok((hub, target))
+    }
+}
+
+/// The planner's reading of an action's state.
+fn progress_of(state: &ActionState) -> ActionProgress {
+    match state.phase() {
+        ActionPhase::Succeeded => ActionProgress::Succeeded,
+        ActionPhase::Failed => ActionProgress::Failed {
+            error: state
+                .result
+                .as_ref()
+                .map(|r| r.error.clone())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| state.message.clone()),
+        },
+        ActionPhase::Pending | ActionPhase::Running => ActionProgress::Running {
+            message: state.message.clone(),
+            percent: state.progress_percent,
+        },
+        ActionPhase::Unspecified => ActionProgress::Unknown {
+            why: "the pilot reports no phase for the action".into(),
+        },
+    }
 }
 
 impl PilotReports for PilotRegistry {
@@ -91,6 +135,41 @@ impl PilotReports for PilotRegistry {
         }
         hub.retain(|p| pods.iter().any(|pod| pod.name == p.name));
     }
+
+    fn action<'a>(
+        &'a self,
+        pilot: PilotAddress<'a>,
+        action_id: &'a str,
+    ) -> BoxFuture<'a, ActionProgress> {
+        Box::pin(async move {
+            let (hub, target) = match self.locate(pilot) {
+                Ok(found) => found,
+                Err(why) => return ActionProgress::Unknown { why },
+            };
+            match hub.get_action(&target, action_id).await {
+                Ok(Some(state)) => progress_of(&state),
+                Ok(None) => ActionProgress::NotStarted,
+                Err(e) => ActionProgress::Unknown {
+                    why: format!("asking the pilot of {}: {e}", pilot.pod),
+                },
+            }
+        })
+    }
+
+    fn start_action<'a>(
+        &'a self,
+        pilot: PilotAddress<'a>,
+        action_id: &'a str,
+        spec: ActionSpec,
+    ) -> BoxFuture<'a, Result<ActionProgress, String>> {
+        Box::pin(async move {
+            let (hub, target) = self.locate(pilot)?;
+            hub.start_action(&target, action_id, spec)
+                .await
+                .map(|state| progress_of(&state))
+                .map_err(|e| format!("starting {action_id} on {}: {e}", pilot.pod))
+        })
+    }
 }
 
 /// What a pilot's status proves about its node; `None` when it proves nothing (unknown).
@@ -115,9 +194,36 @@ pub fn node_report(status: &NodeStatus) -> Option<NodeReport> {
         Some(Detail::Cassandra(c)) if !c.host_id.is_empty() => Some(c.host_id.clone()),
         _ => None,
     };
+    let cassandra = match status.detail.as_ref() {
+        Some(Detail::Cassandra(c)) => Some(c),
+        _ => None,
+    };
+    // Only peers with a ring state are members; a peer only gossiping is not. A member whose
+    // host ID this node does not know makes the whole view unknown (it could be any node).
+    let ring = cassandra.and_then(|c| {
+        c.peers
+            .iter()
+            .filter(|p| p.state() != PeerState::Unspecified)
+            .map(|p| (!p.host_id.is_empty()).then(|| p.host_id.clone()))
+            .collect::<Option<_>>()
+    });
+    let keyspaces = cassandra.filter(|c| c.keyspaces_known).map(|c| {
+        c.keyspaces
+            .iter()
+            .map(|k| KeyspaceReplication {
+                name: k.name.clone(),
+                replication_factor: k.replication_factor,
+                system: k.system,
+            })
+            .collect()
+    });
     Some(NodeReport {
         state,
         version: (!status.version.is_empty()).then(|| status.version.clone()),
         host_id,
+        ring,
+        data_bytes: status.data_bytes,
+        free_disk_bytes: status.free_disk_bytes,
+        keyspaces,
     })
 }

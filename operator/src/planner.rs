@@ -2,13 +2,18 @@
 //!
 //! It never performs I/O, so every safety rule is property-tested over random states. The rules:
 //! - a paused cluster is observed, never changed;
+//! - one operation at a time: an operation recorded in the status (a decommission, a cleanup) is
+//!   carried to its end before anything else starts, whatever the spec says meanwhile;
 //! - only one node changes at a time, and only when every existing node is verified ready
 //!   (pod ready through the pilot's readiness check and, when a pilot report exists, Up/Normal
 //!   in the database's own view);
-//! - anything unknown is a wait, with the reason spelt out for `kubectl describe`;
-//! - a StatefulSet never shrinks here: removing a node needs a verified decommission first.
+//! - a node leaves only through a verified decommission: every node Up/Normal in its pilot's
+//!   view, every user keyspace's replication factor within the nodes that remain, the remaining
+//!   nodes' free disk enough for the leaving node's data; its StatefulSet shrinks only once its
+//!   own pilot reports it DECOMMISSIONED and another node's ring no longer holds it;
+//! - anything unknown is a wait, with the reason spelt out for `kubectl describe`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Desired shape of one node pool, derived from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,8 +37,17 @@ pub enum VerifiedState {
     Down,
 }
 
-/// One pod of a pool as observed.
+/// A keyspace's replication in the cluster's datacenter, from a pilot's schema reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyspaceReplication {
+    pub name: String,
+    pub replication_factor: u32,
+    /// Cassandra's own replicated keyspaces (system_auth, system_distributed, system_traces).
+    pub system: bool,
+}
+
+/// One pod of a pool as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedNode {
     pub name: String,
     pub ordinal: i32,
@@ -41,12 +55,27 @@ pub struct ObservedNode {
     pub pod_ready: bool,
     /// The pilot's latest verified report; `None` when there is none (unreachable, not yet up).
     pub verified: Option<VerifiedState>,
+    /// The database's identity of the node (Cassandra host ID), when known.
+    pub host_id: Option<String>,
+    /// Host IDs of the nodes in this node's ring view, from a current pilot report.
+    pub ring: Option<BTreeSet<String>>,
+    /// Bytes of data the node holds (Cassandra's load), from a current pilot report.
+    pub data_bytes: Option<u64>,
+    /// Free bytes on the node's data volume, from a current pilot report.
+    pub free_disk_bytes: Option<u64>,
+    /// The schema's keyspaces as this node's pilot read them.
+    pub keyspaces: Option<Vec<KeyspaceReplication>>,
 }
 
 impl ObservedNode {
     /// Ready to be counted on: pod ready and no pilot report contradicting Up/Normal.
     pub fn is_ready(&self) -> bool {
         self.pod_ready && matches!(self.verified, None | Some(VerifiedState::UpNormal))
+    }
+
+    /// Up/Normal in the database's own view, proven by a current pilot report (never assumed).
+    pub fn is_verified_up_normal(&self) -> bool {
+        self.pod_ready && self.verified == Some(VerifiedState::UpNormal)
     }
 }
 
@@ -59,12 +88,136 @@ pub struct ObservedPool {
     /// (`status.observedGeneration == metadata.generation`); decisions on a stale view wait.
     pub statefulset_current: bool,
     pub nodes: Vec<ObservedNode>,
+    /// Data volumes (PVCs) of the pool by ordinal, including those of removed nodes.
+    pub volumes: BTreeMap<i32, VolumeState>,
+}
+
+/// A node's data volume (PVC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VolumeState {
+    /// Marked as holding the data of a node that was decommissioned (retained by policy):
+    /// a new node must not start on it.
+    pub decommissioned: bool,
+}
+
+/// What a pilot says of an action, by ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionProgress {
+    /// The pilot answered that it never received this action.
+    NotStarted,
+    /// Accepted or running; the pilot's message and rough progress.
+    Running {
+        message: String,
+        percent: Option<u32>,
+    },
+    /// The pilot verified the action's intended end state.
+    Succeeded,
+    /// The action failed or its end state could not be verified.
+    Failed { error: String },
+    /// The pilot could not be asked (unreachable, pod gone, ...): fail closed.
+    Unknown { why: String },
+}
+
+/// The kind of a recorded, multi-step operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    Decommission,
+    Cleanup,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Decommission => "Decommission",
+            OperationKind::Cleanup => "Cleanup",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "Decommission" => Some(OperationKind::Decommission),
+            "Cleanup" => Some(OperationKind::Cleanup),
+            _ => None,
+        }
+    }
+}
+
+/// The operation recorded in the status (intent written before acting) and what the pilot
+/// of its node now says of its action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub kind: OperationKind,
+    pub pool: String,
+    pub ordinal: i32,
+    pub node: String,
+    pub action_id: String,
+    pub action: ActionProgress,
+}
+
+/// What happens to a removed node's PVC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VolumePolicy {
+    /// Delete it after the decommission is verified (the default).
+    #[default]
+    Delete,
+    /// Keep it, marked as decommissioned.
+    Retain,
 }
 
 /// Everything the planner looks at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     pub pools: BTreeMap<String, ObservedPool>,
+    /// `metadata.generation` of the cluster (part of new action IDs).
+    pub generation: i64,
+    /// The operation recorded in the status, if one is under way.
+    pub in_flight: Option<InFlight>,
+    /// Nodes that hold data they may no longer own since a node joined (cleanup pending).
+    pub pending_cleanup: Vec<String>,
+    pub volume_policy: VolumePolicy,
+}
+
+/// Where a decommission is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecommissionPhase {
+    /// Ask the pilot to start (or confirm it started) the decommission.
+    Start { force: bool },
+    /// Recorded but not started, and not safe to start now; `reason` says why.
+    Pending { reason: String },
+    /// The node streams its data to the others.
+    Streaming {
+        message: String,
+        percent: Option<u32>,
+    },
+    /// The pilot reported success; waiting for both views to confirm. `reason` says which.
+    Verifying { reason: String },
+    /// Verified: shrink the StatefulSet by this node.
+    Shrink,
+    /// The StatefulSet shrank; waiting for the pod to go.
+    AwaitPodGone,
+    /// Delete (or, under the Retain policy, mark) the node's PVC.
+    ReleaseVolume { delete: bool },
+    /// Everything is done: record it and clear the operation.
+    Done,
+    /// A failed attempt let go after the spec changed: record it and clear the operation.
+    Abandoned { error: String },
+    /// The pilot reports the action failed: nothing is removed; waiting for the user.
+    Failed { error: String },
+    /// The pilot cannot be asked: nothing is done until it answers.
+    Unknown { why: String },
+}
+
+/// Where a cleanup is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupPhase {
+    Start,
+    Running {
+        message: String,
+        percent: Option<u32>,
+    },
+    Done,
+    Failed { error: String },
+    Unknown { why: String },
 }
 
 /// The single next step.
@@ -76,6 +229,20 @@ pub enum Step {
     CreatePool { pool: String },
     /// Grow the pool by one node.
     AddNode { pool: String, ordinal: i32 },
+    /// Remove the pool's highest node through a verified decommission, step by step.
+    Decommission {
+        pool: String,
+        ordinal: i32,
+        node: String,
+        action_id: String,
+        phase: DecommissionPhase,
+    },
+    /// Drop data a node no longer owns after another node joined.
+    Cleanup {
+        node: String,
+        action_id: String,
+        phase: CleanupPhase,
+    },
     /// Nothing can safely happen now; `reason` says why, `next` what comes after.
     Wait { reason: String, next: String },
     /// The spec asks for something the operator refuses (fails closed); nothing is touched.
@@ -85,14 +252,46 @@ pub enum Step {
 }
 
 impl Step {
-    /// Whether this step changes the database topology.
+    /// Whether this step changes the database topology or its data placement.
     pub fn is_disruptive(&self) -> bool {
-        matches!(self, Step::AddNode { .. })
+        matches!(
+            self,
+            Step::AddNode { .. }
+                | Step::Decommission {
+                    phase: DecommissionPhase::Start { .. }
+                        | DecommissionPhase::Shrink
+                        | DecommissionPhase::ReleaseVolume { .. },
+                    ..
+                }
+                | Step::Cleanup {
+                    phase: CleanupPhase::Start,
+                    ..
+                }
+        )
+    }
+
+    /// The node a step is about, when there is one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Step::Decommission { node, .. } | Step::Cleanup { node, .. } => Some(node),
+            _ => None,
+        }
     }
 }
 
+/// The action ID of an operation on a node, for a spec generation: recorded in the status
+/// before the pilot is asked, so a restarted operator resumes the same action.
+pub fn action_id(kind: OperationKind, node: &str, generation: i64) -> String {
+    let prefix = match kind {
+        OperationKind::Decommission => "decommission",
+        OperationKind::Cleanup => "cleanup",
+    };
+    format!("{prefix}-{node}-g{generation}")
+}
+
 /// StatefulSet replicas the act phase should apply for each pool, given a step: the observed
-/// count, plus one for the pool gaining a node. Never lower than observed.
+/// count, plus one for the pool gaining a node, minus one for the pool whose node's
+/// decommission was verified.
 pub fn statefulset_replicas(observed: &Observed, step: &Step, pool: &str) -> i32 {
     let current = observed
         .pools
@@ -101,6 +300,12 @@ pub fn statefulset_replicas(observed: &Observed, step: &Step, pool: &str) -> i32
         .unwrap_or(0);
     match step {
         Step::AddNode { pool: target, .. } if target == pool => current + 1,
+        Step::Decommission {
+            pool: target,
+            ordinal,
+            phase: DecommissionPhase::Shrink,
+            ..
+        } if target == pool && current == ordinal + 1 => *ordinal,
         _ => current,
     }
 }
@@ -109,6 +314,15 @@ pub fn statefulset_replicas(observed: &Observed, step: &Step, pool: &str) -> i32
 pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step {
     if paused {
         return Step::Paused;
+    }
+
+    // An operation under way is carried to its end first: a spec change never leaves a node
+    // half-decommissioned (Cassandra cannot cancel a decommission cleanly).
+    if let Some(op) = &observed.in_flight {
+        return match op.kind {
+            OperationKind::Decommission => continue_decommission(desired, observed, op),
+            OperationKind::Cleanup => continue_cleanup(observed, op),
+        };
     }
 
     // Pools are created first (with zero nodes) so that every StatefulSet exists before nodes
@@ -142,28 +356,90 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
         };
     }
 
-    if let Some(pool) = desired.iter().find(|p| {
-        observed
-            .pools
-            .get(&p.name)
-            .and_then(|o| o.statefulset_replicas)
-            .is_some_and(|current| current > p.replicas)
-    }) {
-        let current = observed.pools[&pool.name].statefulset_replicas.unwrap_or(0);
-        return Step::Blocked {
-            reason: format!(
-                "pool {} has {} nodes and the spec asks for {}: removing a node needs a verified \
-                 decommission, which this operator version does not perform",
-                pool.name, current, pool.replicas
-            ),
-            remedy: format!(
-                "set the replicas of pool {} back to {current}; data stays where it is",
-                pool.name
-            ),
-        };
+    let shrinking = desired
+        .iter()
+        .find(|p| current_replicas(observed, &p.name) > p.replicas);
+    if shrinking.is_some()
+        && let Some(refusal) = refuse_scale_down(desired, observed)
+    {
+        return refusal;
     }
 
     // Every pod the StatefulSets should have must exist and be ready before anything changes.
+    if let Some(wait) = wait_for_every_node(desired, observed) {
+        return wait;
+    }
+
+    if let Some(pool) = shrinking {
+        return start_decommission(desired, observed, pool);
+    }
+
+    for pool in desired {
+        let current = current_replicas(observed, &pool.name);
+        if current < pool.replicas {
+            let reused = observed
+                .pools
+                .get(&pool.name)
+                .and_then(|p| p.volumes.get(&current))
+                .is_some_and(|v| v.decommissioned);
+            if reused {
+                return Step::Blocked {
+                    reason: format!(
+                        "the data volume of node {current} of pool {} was retained after that \
+                         node was decommissioned; a new node must not start on a decommissioned \
+                         node's data",
+                        pool.name
+                    ),
+                    remedy: format!(
+                        "delete that PersistentVolumeClaim (after saving what you need from it), \
+                         or set the replicas of pool {} back to {current}",
+                        pool.name
+                    ),
+                };
+            }
+            return Step::AddNode {
+                pool: pool.name.clone(),
+                ordinal: current,
+            };
+        }
+    }
+
+    // Nodes that held data before a node joined drop what they no longer own, one at a time.
+    let existing: BTreeSet<&str> = all_nodes(desired, observed).map(|n| n.name.as_str()).collect();
+    if let Some(node) = observed
+        .pending_cleanup
+        .iter()
+        .find(|n| existing.contains(n.as_str()))
+    {
+        return Step::Cleanup {
+            node: node.clone(),
+            action_id: action_id(OperationKind::Cleanup, node, observed.generation),
+            phase: CleanupPhase::Start,
+        };
+    }
+    Step::Steady
+}
+
+fn current_replicas(observed: &Observed, pool: &str) -> i32 {
+    observed
+        .pools
+        .get(pool)
+        .and_then(|o| o.statefulset_replicas)
+        .unwrap_or(0)
+}
+
+/// The nodes of the desired pools.
+fn all_nodes<'a>(
+    desired: &'a [DesiredPool],
+    observed: &'a Observed,
+) -> impl Iterator<Item = &'a ObservedNode> {
+    desired
+        .iter()
+        .filter_map(|p| observed.pools.get(&p.name))
+        .flat_map(|p| p.nodes.iter())
+}
+
+fn wait_for_every_node(desired: &[DesiredPool], observed: &Observed) -> Option<Step> {
     for pool in desired {
         let Some(obs) = observed.pools.get(&pool.name) else {
             continue;
@@ -172,37 +448,291 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
         for ordinal in 0..expected {
             match obs.nodes.iter().find(|n| n.ordinal == ordinal) {
                 None => {
-                    return Step::Wait {
+                    return Some(Step::Wait {
                         reason: format!("node {ordinal} of pool {} has no pod yet", pool.name),
                         next: "wait for the StatefulSet to create the pod".into(),
-                    };
+                    });
                 }
                 Some(node) if !node.is_ready() => {
-                    return Step::Wait {
+                    return Some(Step::Wait {
                         reason: format!("node {} is not ready ({})", node.name, describe(node)),
                         next: "wait until every node is Up/Normal before changing the topology"
                             .into(),
-                    };
+                    });
                 }
                 Some(_) => {}
             }
         }
     }
+    None
+}
 
-    for pool in desired {
-        let current = observed
-            .pools
-            .get(&pool.name)
-            .and_then(|o| o.statefulset_replicas)
-            .unwrap_or(0);
-        if current < pool.replicas {
-            return Step::AddNode {
-                pool: pool.name.clone(),
-                ordinal: current,
+/// The schema's keyspaces, from the first node whose pilot read them.
+fn keyspaces<'a>(
+    desired: &'a [DesiredPool],
+    observed: &'a Observed,
+) -> Option<&'a [KeyspaceReplication]> {
+    all_nodes(desired, observed).find_map(|n| {
+        n.is_verified_up_normal()
+            .then_some(n.keyspaces.as_deref())
+            .flatten()
+    })
+}
+
+/// A scale-down the spec asks for that can never be safe: refused before anything is touched.
+/// Unknowns are not refusals (they wait, in [`start_decommission`]).
+fn refuse_scale_down(desired: &[DesiredPool], observed: &Observed) -> Option<Step> {
+    let target: i32 = desired.iter().map(|p| p.replicas).sum();
+    let current: i32 = desired
+        .iter()
+        .map(|p| current_replicas(observed, &p.name))
+        .sum();
+    let keyspaces = keyspaces(desired, observed)?;
+    let too_replicated: Vec<String> = keyspaces
+        .iter()
+        .filter(|k| !k.system && i64::from(k.replication_factor) > i64::from(target))
+        .map(|k| format!("{} (RF {})", k.name, k.replication_factor))
+        .collect();
+    if too_replicated.is_empty() {
+        return None;
+    }
+    let needed = keyspaces
+        .iter()
+        .filter(|k| !k.system)
+        .map(|k| k.replication_factor)
+        .max()
+        .unwrap_or(0);
+    Some(Step::Blocked {
+        reason: format!(
+            "scaling down to {target} nodes would leave fewer nodes than the replication factor of \
+             keyspace {}: every replica must have a node of its own",
+            too_replicated.join(", ")
+        ),
+        remedy: format!(
+            "keep at least {needed} nodes (set replicas back to {current} or to {needed} or more), \
+             or lower the keyspace's replication factor with ALTER KEYSPACE first"
+        ),
+    })
+}
+
+fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &DesiredPool) -> Step {
+    let obs = &observed.pools[&pool.name];
+    let ordinal = current_replicas(observed, &pool.name) - 1;
+    let wait = |reason: String| Step::Wait {
+        reason,
+        next: format!("decommission node {ordinal} of pool {} once verified safe", pool.name),
+    };
+    // Fail closed: every node's state must be proven by its pilot, not just its pod.
+    if let Some(node) = all_nodes(desired, observed).find(|n| !n.is_verified_up_normal()) {
+        return wait(format!(
+            "node {} is not verified Up/Normal by its pilot ({})",
+            node.name,
+            describe(node)
+        ));
+    }
+    let Some(leaving) = obs.nodes.iter().find(|n| n.ordinal == ordinal) else {
+        return wait(format!("node {ordinal} of pool {} has no pod", pool.name));
+    };
+    let Some(keyspaces) = keyspaces(desired, observed) else {
+        return wait("no pilot has reported the keyspaces' replication yet".into());
+    };
+    let remaining: i32 = desired
+        .iter()
+        .map(|p| current_replicas(observed, &p.name))
+        .sum::<i32>()
+        - 1;
+    // Cassandra's own keyspaces may be replicated more widely than the nodes that remain
+    // (system_distributed has RF 3); they are re-replicated on every node that stays, and
+    // Cassandra refuses such a decommission unless forced. User keyspaces were checked above.
+    let force = keyspaces
+        .iter()
+        .any(|k| i64::from(k.replication_factor) > i64::from(remaining));
+    let Some(data) = leaving.data_bytes else {
+        return wait(format!("the data size of {} is not known", leaving.name));
+    };
+    let mut free: u64 = 0;
+    for node in all_nodes(desired, observed).filter(|n| n.name != leaving.name) {
+        let Some(f) = node.free_disk_bytes else {
+            return wait(format!("the free disk of {} is not known", node.name));
+        };
+        free = free.saturating_add(f);
+    }
+    // Streamed data lands as new SSTables that compaction rewrites: keep room for twice the data.
+    if free < data.saturating_mul(2) {
+        return Step::Blocked {
+            reason: format!(
+                "the remaining nodes have {free} bytes free, not enough to take the {data} bytes \
+                 of {} (twice its data is needed for streaming and compaction)",
+                leaving.name
+            ),
+            remedy: format!(
+                "grow the volumes of pool {} (spec.nodePools[].storage.size) or free space, or \
+                 set the replicas back to {}",
+                pool.name,
+                ordinal + 1
+            ),
+        };
+    }
+    Step::Decommission {
+        pool: pool.name.clone(),
+        ordinal,
+        node: leaving.name.clone(),
+        action_id: action_id(OperationKind::Decommission, &leaving.name, observed.generation),
+        phase: DecommissionPhase::Start { force },
+    }
+}
+
+fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFlight) -> Step {
+    let step = |phase| Step::Decommission {
+        pool: op.pool.clone(),
+        ordinal: op.ordinal,
+        node: op.node.clone(),
+        action_id: op.action_id.clone(),
+        phase,
+    };
+    let Some(obs) = observed.pools.get(&op.pool) else {
+        return step(DecommissionPhase::Unknown {
+            why: format!("pool {} is not observed", op.pool),
+        });
+    };
+    let leaving = obs.nodes.iter().find(|n| n.ordinal == op.ordinal);
+    let in_statefulset = obs
+        .statefulset_replicas
+        .is_some_and(|r| r > op.ordinal);
+    if !in_statefulset {
+        if leaving.is_some() {
+            return step(DecommissionPhase::AwaitPodGone);
+        }
+        return match obs.volumes.get(&op.ordinal) {
+            Some(_) if observed.volume_policy == VolumePolicy::Delete => {
+                step(DecommissionPhase::ReleaseVolume { delete: true })
+            }
+            Some(v) if !v.decommissioned => step(DecommissionPhase::ReleaseVolume { delete: false }),
+            _ => step(DecommissionPhase::Done),
+        };
+    }
+    match &op.action {
+        ActionProgress::Unknown { why } => step(DecommissionPhase::Unknown { why: why.clone() }),
+        ActionProgress::Failed { error } => {
+            // A failed attempt of an older spec is let go once the spec changed: the next plan
+            // starts afresh (a new decommission gets a new action ID).
+            let current_id = action_id(OperationKind::Decommission, &op.node, observed.generation);
+            if current_id != op.action_id {
+                step(DecommissionPhase::Abandoned {
+                    error: error.clone(),
+                })
+            } else {
+                step(DecommissionPhase::Failed {
+                    error: error.clone(),
+                })
+            }
+        }
+        ActionProgress::NotStarted => {
+            // Recorded but never received (the operator stopped in between): start it, but only
+            // if it is still safe.
+            let unsafe_node = all_nodes(desired, observed)
+                .chain(leaving)
+                .find(|n| !n.is_verified_up_normal());
+            if let Some(node) = unsafe_node {
+                return step(DecommissionPhase::Pending {
+                    reason: format!(
+                        "the decommission is recorded but not started, and node {} is not \
+                         verified Up/Normal ({})",
+                        node.name,
+                        describe(node)
+                    ),
+                });
+            }
+            if leaving.is_none() {
+                return step(DecommissionPhase::Pending {
+                    reason: format!("pod {} does not exist", op.node),
+                });
+            }
+            let remaining: i32 = desired
+                .iter()
+                .map(|p| current_replicas(observed, &p.name))
+                .sum::<i32>()
+                - 1;
+            let force = keyspaces(desired, observed).is_none_or(|ks| {
+                ks.iter()
+                    .any(|k| i64::from(k.replication_factor) > i64::from(remaining))
+            });
+            step(DecommissionPhase::Start { force })
+        }
+        ActionProgress::Running { message, percent } => step(DecommissionPhase::Streaming {
+            message: message.clone(),
+            percent: *percent,
+        }),
+        ActionProgress::Succeeded => {
+            let Some(leaving) = leaving else {
+                return step(DecommissionPhase::Verifying {
+                    reason: format!("pod {} is gone before the StatefulSet shrank", op.node),
+                });
             };
+            if leaving.verified != Some(VerifiedState::Decommissioned) {
+                return step(DecommissionPhase::Verifying {
+                    reason: format!(
+                        "{}'s own view does not show DECOMMISSIONED yet ({})",
+                        op.node,
+                        describe(leaving)
+                    ),
+                });
+            }
+            let Some(host_id) = &leaving.host_id else {
+                return step(DecommissionPhase::Verifying {
+                    reason: format!("the host ID of {} is not known", op.node),
+                });
+            };
+            let witness = all_nodes(desired, observed).find(|n| {
+                n.name != op.node
+                    && n.is_verified_up_normal()
+                    && n.ring.as_ref().is_some_and(|r| !r.contains(host_id))
+            });
+            if witness.is_none() {
+                return step(DecommissionPhase::Verifying {
+                    reason: format!(
+                        "no other Up/Normal node confirms yet that {} left its ring",
+                        op.node
+                    ),
+                });
+            }
+            step(DecommissionPhase::Shrink)
         }
     }
-    Step::Steady
+}
+
+fn continue_cleanup(observed: &Observed, op: &InFlight) -> Step {
+    let step = |phase| Step::Cleanup {
+        node: op.node.clone(),
+        action_id: op.action_id.clone(),
+        phase,
+    };
+    let node = observed
+        .pools
+        .get(&op.pool)
+        .and_then(|p| p.nodes.iter().find(|n| n.ordinal == op.ordinal));
+    match &op.action {
+        // The node went away (scaled down): nothing is left to clean.
+        _ if node.is_none() => step(CleanupPhase::Done),
+        ActionProgress::Unknown { why } => step(CleanupPhase::Unknown { why: why.clone() }),
+        ActionProgress::NotStarted => {
+            if node.is_some_and(ObservedNode::is_verified_up_normal) {
+                step(CleanupPhase::Start)
+            } else {
+                step(CleanupPhase::Unknown {
+                    why: format!("{} is not verified Up/Normal", op.node),
+                })
+            }
+        }
+        ActionProgress::Running { message, percent } => step(CleanupPhase::Running {
+            message: message.clone(),
+            percent: *percent,
+        }),
+        ActionProgress::Succeeded => step(CleanupPhase::Done),
+        ActionProgress::Failed { error } => step(CleanupPhase::Failed {
+            error: error.clone(),
+        }),
+    }
 }
 
 fn describe(node: &ObservedNode) -> String {
@@ -212,7 +742,8 @@ fn describe(node: &ObservedNode) -> String {
         (_, Some(VerifiedState::Leaving)) => "leaving the ring".into(),
         (_, Some(VerifiedState::Decommissioned)) => "decommissioned".into(),
         (false, _) => "pod not ready".into(),
-        (true, _) => "not verified Up/Normal".into(),
+        (true, None) => "no current report from its pilot".into(),
+        (true, Some(VerifiedState::UpNormal)) => "Up/Normal".into(),
     }
 }
 
@@ -227,6 +758,7 @@ mod tests {
             ordinal,
             pod_ready: ready,
             verified: ready.then_some(VerifiedState::UpNormal),
+            ..Default::default()
         }
     }
 
@@ -235,6 +767,7 @@ mod tests {
             statefulset_replicas: Some(replicas),
             statefulset_current: true,
             nodes: (0..replicas).map(|o| node("a", o, o < ready)).collect(),
+            volumes: (0..replicas).map(|o| (o, VolumeState::default())).collect(),
         }
     }
 
@@ -243,6 +776,58 @@ mod tests {
             name: "a".into(),
             replicas,
         }]
+    }
+
+    fn keyspaces(user_rf: u32) -> Vec<KeyspaceReplication> {
+        vec![
+            KeyspaceReplication {
+                name: "app".into(),
+                replication_factor: user_rf,
+                system: false,
+            },
+            KeyspaceReplication {
+                name: "system_distributed".into(),
+                replication_factor: 3,
+                system: true,
+            },
+        ]
+    }
+
+    /// A pool of `replicas` nodes, each fully verified by its pilot: Up/Normal, host ID
+    /// `h<ordinal>`, every node in its ring, 1 MB of data and 1 GB free.
+    fn healthy(replicas: i32, user_rf: u32) -> Observed {
+        let ring: BTreeSet<String> = (0..replicas).map(|o| format!("h{o}")).collect();
+        let mut pool = pool_with(replicas, replicas);
+        for n in &mut pool.nodes {
+            n.host_id = Some(format!("h{}", n.ordinal));
+            n.ring = Some(ring.clone());
+            n.data_bytes = Some(1_000_000);
+            n.free_disk_bytes = Some(1_000_000_000);
+            n.keyspaces = Some(keyspaces(user_rf));
+        }
+        Observed {
+            pools: [("a".to_string(), pool)].into(),
+            generation: 7,
+            ..Default::default()
+        }
+    }
+
+    fn in_flight(observed: &mut Observed, action: ActionProgress) {
+        observed.in_flight = Some(InFlight {
+            kind: OperationKind::Decommission,
+            pool: "a".into(),
+            ordinal: 2,
+            node: "c-a-2".into(),
+            action_id: "decommission-c-a-2-g7".into(),
+            action,
+        });
+    }
+
+    fn phase(step: Step) -> DecommissionPhase {
+        match step {
+            Step::Decommission { phase, .. } => phase,
+            other => panic!("expected a decommission step, got {other:?}"),
+        }
     }
 
     #[test]
@@ -255,6 +840,7 @@ mod tests {
     fn adds_one_node_when_all_ready() {
         let observed = Observed {
             pools: [("a".to_string(), pool_with(2, 2))].into(),
+            ..Default::default()
         };
         assert_eq!(
             plan(&desired(3), false, &observed),
@@ -269,21 +855,11 @@ mod tests {
     fn waits_for_unready_node() {
         let observed = Observed {
             pools: [("a".to_string(), pool_with(2, 1))].into(),
+            ..Default::default()
         };
         assert!(matches!(
             plan(&desired(3), false, &observed),
             Step::Wait { .. }
-        ));
-    }
-
-    #[test]
-    fn refuses_scale_down() {
-        let observed = Observed {
-            pools: [("a".to_string(), pool_with(3, 3))].into(),
-        };
-        assert!(matches!(
-            plan(&desired(2), false, &observed),
-            Step::Blocked { .. }
         ));
     }
 
@@ -293,11 +869,228 @@ mod tests {
         pool.nodes[1].verified = Some(VerifiedState::Down);
         let observed = Observed {
             pools: [("a".to_string(), pool)].into(),
+            ..Default::default()
         };
         assert!(matches!(
             plan(&desired(3), false, &observed),
             Step::Wait { .. }
         ));
+    }
+
+    #[test]
+    fn refuses_scale_down_below_a_user_keyspace_replication_factor() {
+        let step = plan(&desired(1), false, &healthy(3, 2));
+        let Step::Blocked { reason, remedy } = step else {
+            panic!("expected Blocked, got {step:?}");
+        };
+        assert!(reason.contains("app (RF 2)"), "{reason}");
+        assert!(remedy.contains("at least 2"), "{remedy}");
+    }
+
+    #[test]
+    fn decommissions_the_highest_node_forcing_only_for_system_keyspaces() {
+        let step = plan(&desired(2), false, &healthy(3, 2));
+        assert_eq!(
+            step,
+            Step::Decommission {
+                pool: "a".into(),
+                ordinal: 2,
+                node: "c-a-2".into(),
+                action_id: "decommission-c-a-2-g7".into(),
+                // system_distributed has RF 3 and two nodes remain.
+                phase: DecommissionPhase::Start { force: true },
+            }
+        );
+        assert!(step.is_disruptive());
+        // Nothing shrinks when the decommission starts.
+        assert_eq!(statefulset_replicas(&healthy(3, 2), &step, "a"), 3);
+
+        let mut observed = healthy(4, 2);
+        observed.pools.get_mut("a").expect("pool").nodes[0].keyspaces = Some(vec![]);
+        for n in &mut observed.pools.get_mut("a").expect("pool").nodes {
+            n.keyspaces = Some(keyspaces(2).into_iter().filter(|k| !k.system).collect());
+        }
+        assert_eq!(
+            phase(plan(&desired(3), false, &observed)),
+            DecommissionPhase::Start { force: false }
+        );
+    }
+
+    #[test]
+    fn scale_down_waits_on_every_unknown() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut ObservedNode)>)> = vec![
+            ("no current report", Box::new(|n| n.verified = None)),
+            ("leaving", Box::new(|n| n.verified = Some(VerifiedState::Leaving))),
+            ("keyspaces unknown", Box::new(|n| n.keyspaces = None)),
+            ("data size unknown", Box::new(|n| n.data_bytes = None)),
+            ("free disk unknown", Box::new(|n| n.free_disk_bytes = None)),
+        ];
+        for (what, change) in cases {
+            let mut observed = healthy(3, 2);
+            for n in &mut observed.pools.get_mut("a").expect("pool").nodes {
+                if what == "keyspaces unknown" || n.ordinal == 1 || what == "data size unknown" {
+                    change(n);
+                }
+            }
+            let step = plan(&desired(2), false, &observed);
+            assert!(matches!(step, Step::Wait { .. }), "{what}: {step:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_scale_down_without_disk_for_the_leaving_data() {
+        let mut observed = healthy(3, 2);
+        for n in &mut observed.pools.get_mut("a").expect("pool").nodes {
+            n.data_bytes = Some(1_500_000_000);
+        }
+        let step = plan(&desired(2), false, &observed);
+        let Step::Blocked { reason, .. } = step else {
+            panic!("expected Blocked, got {step:?}");
+        };
+        assert!(reason.contains("not enough"), "{reason}");
+    }
+
+    #[test]
+    fn a_decommission_runs_through_its_verified_phases() {
+        let mut observed = healthy(3, 2);
+        in_flight(&mut observed, ActionProgress::NotStarted);
+        assert_eq!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Start { force: true }
+        );
+
+        in_flight(
+            &mut observed,
+            ActionProgress::Running {
+                message: "streaming".into(),
+                percent: None,
+            },
+        );
+        observed.pools.get_mut("a").expect("pool").nodes[2].verified =
+            Some(VerifiedState::Leaving);
+        // A spec change while streaming (scaled back up) does not interrupt it.
+        for replicas in [2, 3, 5] {
+            assert!(matches!(
+                phase(plan(&desired(replicas), false, &observed)),
+                DecommissionPhase::Streaming { .. }
+            ));
+        }
+
+        in_flight(&mut observed, ActionProgress::Succeeded);
+        // The pilot's success alone is not enough: the node's own view must agree...
+        assert!(matches!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Verifying { .. }
+        ));
+        observed.pools.get_mut("a").expect("pool").nodes[2].verified =
+            Some(VerifiedState::Decommissioned);
+        // ...and a peer must no longer hold it in its ring.
+        assert!(matches!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Verifying { .. }
+        ));
+        let ring: BTreeSet<String> = ["h0".to_string(), "h1".to_string()].into();
+        observed.pools.get_mut("a").expect("pool").nodes[1].ring = Some(ring);
+        let step = plan(&desired(2), false, &observed);
+        assert_eq!(phase(step.clone()), DecommissionPhase::Shrink);
+        assert_eq!(statefulset_replicas(&observed, &step, "a"), 2);
+
+        let pool = observed.pools.get_mut("a").expect("pool");
+        pool.statefulset_replicas = Some(2);
+        assert_eq!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::AwaitPodGone
+        );
+        observed.pools.get_mut("a").expect("pool").nodes.pop();
+        assert_eq!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::ReleaseVolume { delete: true }
+        );
+        observed.volume_policy = VolumePolicy::Retain;
+        assert_eq!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::ReleaseVolume { delete: false }
+        );
+        observed
+            .pools
+            .get_mut("a")
+            .expect("pool")
+            .volumes
+            .insert(2, VolumeState { decommissioned: true });
+        assert_eq!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Done
+        );
+        // A new node never starts on a retained, decommissioned node's volume.
+        observed.in_flight = None;
+        assert!(matches!(
+            plan(&desired(3), false, &observed),
+            Step::Blocked { .. }
+        ));
+    }
+
+    #[test]
+    fn a_failed_decommission_holds_until_the_spec_changes() {
+        let mut observed = healthy(3, 2);
+        in_flight(
+            &mut observed,
+            ActionProgress::Failed {
+                error: "boom".into(),
+            },
+        );
+        assert!(matches!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Failed { .. }
+        ));
+        observed.generation = 8;
+        assert!(matches!(
+            phase(plan(&desired(3), false, &observed)),
+            DecommissionPhase::Abandoned { .. }
+        ));
+    }
+
+    #[test]
+    fn cleanup_follows_a_scale_up_one_node_at_a_time() {
+        let mut observed = healthy(3, 2);
+        observed.pending_cleanup = vec!["c-a-0".into(), "c-a-1".into()];
+        assert_eq!(
+            plan(&desired(3), false, &observed),
+            Step::Cleanup {
+                node: "c-a-0".into(),
+                action_id: "cleanup-c-a-0-g7".into(),
+                phase: CleanupPhase::Start,
+            }
+        );
+        observed.in_flight = Some(InFlight {
+            kind: OperationKind::Cleanup,
+            pool: "a".into(),
+            ordinal: 0,
+            node: "c-a-0".into(),
+            action_id: "cleanup-c-a-0-g7".into(),
+            action: ActionProgress::Succeeded,
+        });
+        assert!(matches!(
+            plan(&desired(3), false, &observed),
+            Step::Cleanup {
+                phase: CleanupPhase::Done,
+                ..
+            }
+        ));
+    }
+
+    // --- properties over random states ---
+
+    fn arb_progress() -> impl Strategy<Value = ActionProgress> {
+        prop_oneof![
+            Just(ActionProgress::NotStarted),
+            Just(ActionProgress::Running {
+                message: "m".into(),
+                percent: None
+            }),
+            Just(ActionProgress::Succeeded),
+            Just(ActionProgress::Failed { error: "e".into() }),
+            Just(ActionProgress::Unknown { why: "w".into() }),
+        ]
     }
 
     fn arb_node(ordinal: i32) -> impl Strategy<Value = ObservedNode> {
@@ -310,23 +1103,59 @@ mod tests {
                 Just(VerifiedState::Decommissioned),
                 Just(VerifiedState::Down),
             ]),
+            any::<bool>(),
+            prop::option::of(prop::collection::btree_set(0..6i32, 0..6)),
+            prop::option::of(0..4u64),
+            prop::option::of(0..8u64),
+            prop::option::of((0..5u32, 0..5u32)),
         )
-            .prop_map(move |(pod_ready, verified)| ObservedNode {
-                name: format!("n-{ordinal}"),
-                ordinal,
-                pod_ready,
-                verified,
-            })
+            .prop_map(
+                move |(pod_ready, verified, has_id, ring, data, free, rfs)| ObservedNode {
+                    name: format!("n-{ordinal}"),
+                    ordinal,
+                    pod_ready,
+                    verified,
+                    host_id: has_id.then(|| format!("h{ordinal}")),
+                    ring: ring.map(|r| r.iter().map(|o| format!("h{o}")).collect()),
+                    data_bytes: data,
+                    free_disk_bytes: free,
+                    keyspaces: rfs.map(|(user, system)| {
+                        vec![
+                            KeyspaceReplication {
+                                name: "app".into(),
+                                replication_factor: user,
+                                system: false,
+                            },
+                            KeyspaceReplication {
+                                name: "system_traces".into(),
+                                replication_factor: system,
+                                system: true,
+                            },
+                        ]
+                    }),
+                },
+            )
     }
 
     fn arb_pool() -> impl Strategy<Value = ObservedPool> {
-        (prop::option::of(0..6i32), any::<bool>(), any::<bool>())
-            .prop_flat_map(|(replicas, current, missing_pod)| {
+        (
+            prop::option::of(0..6i32),
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::btree_map(0..7i32, any::<bool>(), 0..7),
+        )
+            .prop_flat_map(|(replicas, current, missing_pod, volumes)| {
                 let n = replicas.unwrap_or(0);
                 let nodes = (0..n).map(arb_node).collect::<Vec<_>>();
-                (Just(replicas), Just(current), Just(missing_pod), nodes)
+                (
+                    Just(replicas),
+                    Just(current),
+                    Just(missing_pod),
+                    Just(volumes),
+                    nodes,
+                )
             })
-            .prop_map(|(replicas, current, missing_pod, mut nodes)| {
+            .prop_map(|(replicas, current, missing_pod, volumes, mut nodes)| {
                 if missing_pod && !nodes.is_empty() {
                     nodes.pop();
                 }
@@ -334,6 +1163,10 @@ mod tests {
                     statefulset_replicas: replicas,
                     statefulset_current: current,
                     nodes,
+                    volumes: volumes
+                        .into_iter()
+                        .map(|(o, d)| (o, VolumeState { decommissioned: d }))
+                        .collect(),
                 }
             })
     }
@@ -343,26 +1176,90 @@ mod tests {
             prop::collection::vec(0..6i32, 1..4),
             any::<bool>(),
             prop::collection::vec(prop::option::of(arb_pool()), 4),
+            prop::option::of((
+                prop_oneof![
+                    Just(OperationKind::Decommission),
+                    Just(OperationKind::Cleanup)
+                ],
+                0..4usize,
+                0..6i32,
+                any::<bool>(),
+                arb_progress(),
+            )),
+            any::<bool>(),
+            prop::collection::vec((0..4usize, 0..6i32), 0..3),
         )
-            .prop_map(|(replicas, paused, pools)| {
-                let desired = replicas
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| DesiredPool {
-                        name: format!("p{i}"),
-                        replicas: *r,
-                    })
-                    .collect::<Vec<_>>();
-                let pools = pools
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| p.map(|p| (format!("p{i}"), p)))
-                    .collect();
-                (desired, paused, Observed { pools })
-            })
+            .prop_map(
+                |(replicas, paused, pools, op, retain, cleanup)| {
+                    let desired = replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| DesiredPool {
+                            name: format!("p{i}"),
+                            replicas: *r,
+                        })
+                        .collect::<Vec<_>>();
+                    let pools: BTreeMap<String, ObservedPool> = pools
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            p.map(|mut p| {
+                                let name = format!("p{i}");
+                                for n in &mut p.nodes {
+                                    n.name = format!("{name}-{}", n.ordinal);
+                                }
+                                (name, p)
+                            })
+                        })
+                        .collect();
+                    let generation = 7;
+                    let in_flight = op.map(|(kind, pool, ordinal, same_gen, action)| {
+                        let pool = format!("p{pool}");
+                        let node = format!("{pool}-{ordinal}");
+                        InFlight {
+                            kind,
+                            action_id: action_id(
+                                kind,
+                                &node,
+                                if same_gen { generation } else { generation - 1 },
+                            ),
+                            pool,
+                            ordinal,
+                            node,
+                            action,
+                        }
+                    });
+                    let observed = Observed {
+                        pools,
+                        generation,
+                        in_flight,
+                        pending_cleanup: cleanup
+                            .into_iter()
+                            .map(|(p, o)| format!("p{p}-{o}"))
+                            .collect(),
+                        volume_policy: if retain {
+                            VolumePolicy::Retain
+                        } else {
+                            VolumePolicy::Delete
+                        },
+                    };
+                    (desired, paused, observed)
+                },
+            )
+    }
+
+    /// The node of `observed` a step names, if any.
+    fn find_node<'a>(observed: &'a Observed, name: &str) -> Option<&'a ObservedNode> {
+        observed
+            .pools
+            .values()
+            .flat_map(|p| p.nodes.iter())
+            .find(|n| n.name == name)
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
         #[test]
         fn paused_never_changes_anything((desired, _paused, observed) in arb_case()) {
             prop_assert_eq!(plan(&desired, true, &observed), Step::Paused);
@@ -371,6 +1268,7 @@ mod tests {
         #[test]
         fn adds_only_when_every_node_is_ready((desired, paused, observed) in arb_case()) {
             if let Step::AddNode { pool, ordinal } = plan(&desired, paused, &observed) {
+                prop_assert!(observed.in_flight.is_none());
                 for (name, obs) in &observed.pools {
                     let expected = obs.statefulset_replicas.unwrap_or(0);
                     // Pools no longer in the spec are not the planner's to wait for.
@@ -384,35 +1282,107 @@ mod tests {
                 }
                 let obs = &observed.pools[&pool];
                 prop_assert_eq!(Some(ordinal), obs.statefulset_replicas);
+                prop_assert!(!obs.volumes.get(&ordinal).is_some_and(|v| v.decommissioned));
                 let want = desired.iter().find(|d| d.name == pool).map(|d| d.replicas);
                 prop_assert!(want.is_some_and(|w| w > ordinal));
             }
         }
 
+        /// At most one node changes per step, and a StatefulSet shrinks only by the node whose
+        /// decommission both views verified.
         #[test]
-        fn never_shrinks_and_grows_by_at_most_one_node((desired, paused, observed) in arb_case()) {
+        fn never_shrinks_before_verification((desired, paused, observed) in arb_case()) {
             let step = plan(&desired, paused, &observed);
-            let mut grown = 0;
+            let mut changed = 0;
             for d in &desired {
                 let before = observed.pools.get(&d.name).and_then(|p| p.statefulset_replicas).unwrap_or(0);
                 let after = statefulset_replicas(&observed, &step, &d.name);
-                prop_assert!(after >= before);
-                grown += after - before;
+                changed += (after - before).abs();
+                if after < before {
+                    let op = observed.in_flight.as_ref().expect("shrink only inside an operation");
+                    prop_assert_eq!(op.kind, OperationKind::Decommission);
+                    prop_assert_eq!(&op.action, &ActionProgress::Succeeded);
+                    prop_assert_eq!(after, op.ordinal);
+                    let leaving = find_node(&observed, &op.node).expect("leaving node observed");
+                    prop_assert_eq!(leaving.verified, Some(VerifiedState::Decommissioned));
+                    let host = leaving.host_id.clone().expect("host ID known");
+                    let witnessed = observed.pools.values().flat_map(|p| p.nodes.iter()).any(|n| {
+                        n.name != op.node
+                            && n.is_verified_up_normal()
+                            && n.ring.as_ref().is_some_and(|r| !r.contains(&host))
+                    });
+                    prop_assert!(witnessed);
+                }
             }
-            prop_assert!(grown <= 1);
+            prop_assert!(changed <= 1);
         }
 
+        /// While an operation is recorded, no step touches another node or starts anything else.
         #[test]
-        fn unknown_or_unready_state_never_yields_a_topology_change(
-            (desired, paused, mut observed) in arb_case(),
-        ) {
-            // Make one existing node unready: no topology change may follow.
-            let target = observed.pools.iter_mut().find(|(name, p)| {
-                desired.iter().any(|d| &&d.name == name) && !p.nodes.is_empty()
-            });
-            if let Some((_, pool)) = target {
-                pool.nodes[0].pod_ready = false;
-                prop_assert!(!plan(&desired, paused, &observed).is_disruptive());
+        fn never_two_disruptive_operations((desired, paused, observed) in arb_case()) {
+            let step = plan(&desired, paused, &observed);
+            if let Some(op) = &observed.in_flight {
+                let adds = matches!(step, Step::AddNode { .. } | Step::CreatePool { .. });
+                prop_assert!(!adds);
+                if step != Step::Paused {
+                    prop_assert_eq!(step.node(), Some(op.node.as_str()), "{:?}", step);
+                    if let Step::Decommission { action_id, .. } | Step::Cleanup { action_id, .. } = &step {
+                        prop_assert_eq!(action_id, &op.action_id);
+                    }
+                }
+            }
+        }
+
+        /// Starting a decommission or a cleanup needs every node proven Up/Normal by its pilot.
+        #[test]
+        fn never_acts_on_unknown_state((desired, paused, observed) in arb_case()) {
+            let step = plan(&desired, paused, &observed);
+            let starts = matches!(
+                step,
+                Step::Decommission { phase: DecommissionPhase::Start { .. }, .. }
+                    | Step::Cleanup { phase: CleanupPhase::Start, .. }
+            );
+            if starts {
+                if let Step::Decommission { .. } = step {
+                    for d in &desired {
+                        for n in observed.pools.get(&d.name).map(|p| p.nodes.as_slice()).unwrap_or_default() {
+                            prop_assert!(n.is_verified_up_normal(), "{} unverified", n.name);
+                        }
+                    }
+                }
+                let node = find_node(&observed, step.node().expect("node")).expect("observed");
+                prop_assert!(node.is_verified_up_normal());
+            }
+            if observed.in_flight.is_none() {
+                // One unready node forbids any topology change.
+                let mut unready = observed.clone();
+                let target = unready.pools.iter_mut().find(|(name, p)| {
+                    desired.iter().any(|d| &&d.name == name) && !p.nodes.is_empty()
+                });
+                if let Some((_, pool)) = target {
+                    pool.nodes[0].pod_ready = false;
+                    prop_assert!(!plan(&desired, paused, &unready).is_disruptive());
+                }
+            }
+        }
+
+        /// A scale-down below a user keyspace's replication factor is refused outright.
+        #[test]
+        fn never_decommissions_below_replication_factor((desired, paused, observed) in arb_case()) {
+            let step = plan(&desired, paused, &observed);
+            if let Step::Decommission { phase: DecommissionPhase::Start { .. }, .. } = step
+                && observed.in_flight.is_none()
+            {
+                let target: i32 = desired.iter().map(|d| d.replicas).sum();
+                let rf = desired.iter()
+                    .filter_map(|d| observed.pools.get(&d.name))
+                    .flat_map(|p| p.nodes.iter())
+                    .filter_map(|n| n.keyspaces.as_ref())
+                    .flatten()
+                    .filter(|k| !k.system)
+                    .map(|k| k.replication_factor as i32)
+                    .max();
+                prop_assert!(rf.is_some_and(|rf| rf <= target));
             }
         }
 
@@ -426,7 +1396,7 @@ mod tests {
                     Step::Steady => break,
                     Step::CreatePool { pool } => {
                         observed.pools.insert(pool, ObservedPool {
-                            statefulset_replicas: Some(0), statefulset_current: true, nodes: vec![] });
+                            statefulset_replicas: Some(0), statefulset_current: true, ..Default::default() });
                     }
                     Step::AddNode { pool, ordinal } => {
                         let p = observed.pools.get_mut(&pool).expect("pool exists");
@@ -439,6 +1409,69 @@ mod tests {
             prop_assert_eq!(plan(&desired, false, &observed), Step::Steady);
             for d in &desired {
                 prop_assert_eq!(observed.pools[&d.name].statefulset_replicas, Some(d.replicas));
+            }
+        }
+
+        /// Scaling down from a healthy cluster reaches the target through verified
+        /// decommissions, one node at a time, with a simulated database and status.
+        #[test]
+        fn scale_down_converges(from in 2..6i32, to in 1..6i32, rf in 1..4u32) {
+            let to = to.min(from);
+            let desired = desired(to);
+            let mut observed = healthy(from, rf);
+            let mut removed = 0;
+            for _ in 0..200 {
+                let step = plan(&desired, false, &observed);
+                let pool = observed.pools.get_mut("a").expect("pool");
+                match step {
+                    Step::Steady => break,
+                    Step::Blocked { .. } => {
+                        prop_assert!(i64::from(rf) > i64::from(to));
+                        break;
+                    }
+                    Step::Decommission { ordinal, node, action_id, phase, .. } => {
+                        let progress = match phase {
+                            DecommissionPhase::Start { .. } => {
+                                pool.nodes[ordinal as usize].verified = Some(VerifiedState::Decommissioned);
+                                let host = format!("h{ordinal}");
+                                for n in &mut pool.nodes {
+                                    if let Some(r) = n.ring.as_mut() { r.remove(&host); }
+                                }
+                                Some(ActionProgress::Succeeded)
+                            }
+                            DecommissionPhase::Shrink => {
+                                pool.statefulset_replicas = Some(ordinal);
+                                removed += 1;
+                                None
+                            }
+                            DecommissionPhase::AwaitPodGone => {
+                                pool.nodes.retain(|n| n.ordinal != ordinal);
+                                None
+                            }
+                            DecommissionPhase::ReleaseVolume { .. } => {
+                                pool.volumes.remove(&ordinal);
+                                None
+                            }
+                            DecommissionPhase::Done => {
+                                observed.in_flight = None;
+                                continue;
+                            }
+                            other => { prop_assert!(false, "unexpected {:?}", other); None }
+                        };
+                        let action = progress.unwrap_or(ActionProgress::Succeeded);
+                        observed.in_flight = Some(InFlight {
+                            kind: OperationKind::Decommission, pool: "a".into(), ordinal, node, action_id, action,
+                        });
+                    }
+                    other => prop_assert!(false, "unexpected step {:?}", other),
+                }
+            }
+            if i64::from(rf) <= i64::from(to) {
+                prop_assert_eq!(removed, from - to);
+                prop_assert_eq!(observed.pools["a"].statefulset_replicas, Some(to));
+                prop_assert_eq!(plan(&desired, false, &observed), Step::Steady);
+            } else {
+                prop_assert_eq!(removed, 0);
             }
         }
     }

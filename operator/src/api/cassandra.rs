@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::common::{CurrentOperation, NodeStatus, PoolStatus};
+use super::common::{CurrentOperation, NodeStatus, OperationRecord, PoolStatus};
 
 /// cassandra.yaml keys the operator and pilot own: changing them would break a node's identity or
 /// its place in the ring, so `spec.config.cassandraYaml` may not set them.
@@ -298,6 +298,15 @@ pub struct CassandraClusterStatus {
     /// Per node pool replica counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolStatus>,
+
+    /// Nodes that held data before a node joined and still have to drop what they no longer
+    /// own (a Cleanup each, one at a time, once the cluster is at its desired size).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_cleanup: Vec<String>,
+
+    /// The most recent finished operations (decommissions, cleanups), newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<OperationRecord>,
 }
 
 impl CassandraClusterSpec {

@@ -73,4 +73,30 @@ pub struct CurrentOperation {
     /// One line for `kubectl get -o wide`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// What the node's pilot reports of the action now (for example its streaming progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+}
+
+/// A finished operation, kept in the status (the most recent ones) for `kubectl describe`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    /// Decommission, Cleanup, ...
+    pub kind: String,
+    /// The node (pod) concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Idempotency key of the pilot action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    /// When the operation started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    pub finished_at: String,
+    /// Succeeded or Failed.
+    pub result: String,
+    /// What was verified, or why it failed.
+    pub message: String,
 }

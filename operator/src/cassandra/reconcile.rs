@@ -17,14 +17,20 @@ use tracing::{info, warn};
 
 use super::resources::{self, Names};
 use super::status::{self, StatusInputs, state_word};
-use crate::api::cassandra::{CassandraCluster, CassandraClusterStatus, CassandraNodePool};
+use crate::api::cassandra::{
+    CassandraCluster, CassandraClusterStatus, CassandraNodePool, PvcPolicy,
+};
 use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
 use crate::apply::{self, Outcome};
-use crate::context::Context;
+use crate::context::{Context, PilotAddress};
 use crate::labels;
 use crate::pilot_client::ClientTls;
 use crate::pilots::PodAddress;
-use crate::planner::{self, DesiredPool, Observed, ObservedNode, ObservedPool, Step};
+use crate::planner::{
+    self, CleanupPhase, DecommissionPhase, DesiredPool, InFlight, Observed, ObservedNode,
+    ObservedPool, OperationKind, Step, VolumePolicy, VolumeState,
+};
+use stateward_proto::v1::{ActionSpec, CleanupAction, DecommissionAction, action_spec};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,32 @@ struct Observation {
     pools: Vec<PoolStatus>,
 }
 
+/// The operation recorded in the status, if it is one the planner carries to its end.
+fn recorded_operation(
+    cluster: &CassandraCluster,
+    names: &Names,
+) -> Option<(OperationKind, String, i32, String, String)> {
+    let op = cluster.status.as_ref()?.current_operation.as_ref()?;
+    let kind = OperationKind::parse(&op.kind)?;
+    let node = op.node.clone()?;
+    let action_id = op.action_id.clone()?;
+    // The pool is the one whose StatefulSet name prefixes the pod's; unknown stays unknown
+    // (the planner then waits) rather than the operation being forgotten.
+    let (pool, ordinal) = cluster
+        .spec
+        .node_pools
+        .iter()
+        .find_map(|p| {
+            let ordinal = node
+                .strip_prefix(&format!("{}-", names.statefulset(&p.name)))?
+                .parse()
+                .ok()?;
+            Some((p.name.clone(), ordinal))
+        })
+        .unwrap_or_default();
+    Some((kind, pool, ordinal, node, action_id))
+}
+
 pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -91,30 +123,51 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
         &observation.planner,
     );
 
-    match &step {
-        Step::Paused | Step::Blocked { .. } => {}
-        _ => act(&cluster, &ctx, &ns, &names, &observation, &step).await?,
-    }
-
     let step_node = match &step {
         Step::AddNode { pool, ordinal } => Some(names.pod(pool, *ordinal)),
+        _ => None,
+    };
+    let volume_note = match &step {
+        Step::Decommission {
+            pool,
+            ordinal,
+            phase: DecommissionPhase::Done,
+            ..
+        } => Some(match cluster.spec.pvc_policy_on_scale_down() {
+            PvcPolicy::Delete => format!("PVC {} deleted", names.data_volume(pool, *ordinal)),
+            PvcPolicy::Retain => format!(
+                "PVC {} retained, marked {}",
+                names.data_volume(pool, *ordinal),
+                labels::DECOMMISSIONED_ANNOTATION
+            ),
+        }),
         _ => None,
     };
     let new_status = status::build(StatusInputs {
         generation: cluster.metadata.generation,
         previous: cluster.status.as_ref(),
         step: &step,
-        nodes: observation.nodes,
-        pools: observation.pools,
+        nodes: observation.nodes.clone(),
+        pools: observation.pools.clone(),
         selector: labels::to_selector_string(&labels::cluster_selector(&names.cluster)),
         step_node,
         now: status::now_seconds(),
+        volume_note,
     });
+    // The intent (operation, action ID, phase) is recorded before anything is done, so that a
+    // restarted operator resumes the same operation instead of starting another.
     record(&cluster, &ctx, &ns, new_status).await?;
+
+    match &step {
+        Step::Paused | Step::Blocked { .. } => {}
+        _ => act(&cluster, &ctx, &ns, &names, &observation, &step).await?,
+    }
 
     Ok(match step {
         Step::Steady | Step::Paused => Action::requeue(ctx.resync),
         Step::Blocked { .. } => Action::requeue(ctx.resync.min(Duration::from_secs(60))),
+        // An operation's next phase often shows only in the pilot's action state.
+        Step::Decommission { .. } | Step::Cleanup { .. } => Action::requeue(Duration::from_secs(3)),
         // Pod and StatefulSet changes wake us up; the timer is a safety net.
         _ => Action::requeue(Duration::from_secs(10)),
     })
@@ -137,20 +190,80 @@ async fn observe(
         .await
         .context(|| format!("listing pods of {}/{}", ns, names.cluster))?;
 
+    let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await
+        .context(|| format!("listing PVCs of {}/{}", ns, names.cluster))?;
+
     track_pilots(ctx, ns, names, &pods.items).await?;
 
-    let mut planner_view = Observed::default();
+    let previous_nodes = cluster
+        .status
+        .as_ref()
+        .map(|s| s.nodes.as_slice())
+        .unwrap_or_default();
+    let mut planner_view = Observed {
+        generation: cluster.metadata.generation.unwrap_or(0),
+        pending_cleanup: cluster
+            .status
+            .as_ref()
+            .map(|s| s.pending_cleanup.clone())
+            .unwrap_or_default(),
+        volume_policy: match cluster.spec.pvc_policy_on_scale_down() {
+            PvcPolicy::Delete => VolumePolicy::Delete,
+            PvcPolicy::Retain => VolumePolicy::Retain,
+        },
+        ..Observed::default()
+    };
+    if let Some((kind, pool, ordinal, node, action_id)) = recorded_operation(cluster, names) {
+        let action = ctx
+            .pilots
+            .action(
+                PilotAddress {
+                    namespace: ns,
+                    cluster: &names.cluster,
+                    pod: &node,
+                },
+                &action_id,
+            )
+            .await;
+        planner_view.in_flight = Some(InFlight {
+            kind,
+            pool,
+            ordinal,
+            node,
+            action_id,
+            action,
+        });
+    }
     let mut nodes = Vec::new();
     let mut pools = Vec::new();
     for pool in &cluster.spec.node_pools {
         let sts_name = names.statefulset(&pool.name);
         let sts = statefulsets.items.iter().find(|s| s.name_any() == sts_name);
+        let volume_prefix = format!("data-{sts_name}-");
+        let volumes = claims
+            .items
+            .iter()
+            .filter_map(|pvc| {
+                let ordinal = pvc
+                    .name_any()
+                    .strip_prefix(&volume_prefix)?
+                    .parse::<i32>()
+                    .ok()?;
+                let decommissioned = pvc
+                    .annotations()
+                    .contains_key(labels::DECOMMISSIONED_ANNOTATION);
+                Some((ordinal, VolumeState { decommissioned }))
+            })
+            .collect();
         let mut observed_pool = ObservedPool {
             statefulset_replicas: sts.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas),
             statefulset_current: sts.is_none_or(|s| {
                 s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
             }),
             nodes: Vec::new(),
+            volumes,
         };
         let mut pool_pods: Vec<&Pod> = pods
             .items
@@ -165,11 +278,27 @@ async fn observe(
             let pod_name = pod.name_any();
             let pod_ready = is_pod_ready(pod);
             let report = ctx.pilots.report(ns, &pod_name);
+            // The host ID outlives a report: a decommissioned node is still identified by the
+            // one its pilot reported while it was a member.
+            let host_id = report
+                .as_ref()
+                .and_then(|r| r.host_id.clone())
+                .or_else(|| {
+                    previous_nodes
+                        .iter()
+                        .find(|n| n.name == pod_name)
+                        .and_then(|n| n.host_id.clone())
+                });
             let node = ObservedNode {
                 name: pod_name.clone(),
                 ordinal,
                 pod_ready,
                 verified: report.as_ref().map(|r| r.state),
+                host_id: host_id.clone(),
+                ring: report.as_ref().and_then(|r| r.ring.clone()),
+                data_bytes: report.as_ref().and_then(|r| r.data_bytes),
+                free_disk_bytes: report.as_ref().and_then(|r| r.free_disk_bytes),
+                keyspaces: report.as_ref().and_then(|r| r.keyspaces.clone()),
             };
             nodes.push(NodeStatus {
                 name: pod_name,
@@ -177,7 +306,7 @@ async fn observe(
                 state: state_word(node.verified, pod_ready).to_string(),
                 ready: node.is_ready(),
                 version: report.as_ref().and_then(|r| r.version.clone()),
-                host_id: report.as_ref().and_then(|r| r.host_id.clone()),
+                host_id,
                 address: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
                 message: (!node.is_ready()).then(|| pod_problem(pod)).flatten(),
             });
@@ -299,6 +428,7 @@ async fn act(
 ) -> Result<(), Error> {
     let observed = &observation.planner;
     ensure_pki(cluster, ctx, ns, names).await?;
+    act_on_operation(ctx, ns, names, step).await?;
     let fm = &ctx.config.field_manager;
     let client = &ctx.client;
 
@@ -360,6 +490,90 @@ async fn act(
         if outcome != Outcome::Unchanged {
             info!(statefulset = %name, replicas, ?outcome, "applied StatefulSet");
         }
+    }
+    Ok(())
+}
+
+/// The parts of a decommission or cleanup that are not StatefulSet replicas: asking the pilot
+/// to start the action, releasing the removed node's volume.
+async fn act_on_operation(
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+    step: &Step,
+) -> Result<(), Error> {
+    let (node, action_id, spec) = match step {
+        Step::Decommission {
+            node,
+            action_id,
+            phase: DecommissionPhase::Start { force },
+            ..
+        } => (
+            node,
+            action_id,
+            action_spec::Action::Decommission(DecommissionAction { force: *force }),
+        ),
+        Step::Cleanup {
+            node,
+            action_id,
+            phase: CleanupPhase::Start,
+        } => (
+            node,
+            action_id,
+            action_spec::Action::Cleanup(CleanupAction::default()),
+        ),
+        Step::Decommission {
+            pool,
+            ordinal,
+            phase: DecommissionPhase::ReleaseVolume { delete },
+            ..
+        } => {
+            return release_volume(ctx, ns, &names.data_volume(pool, *ordinal), *delete).await;
+        }
+        _ => return Ok(()),
+    };
+    let started = ctx
+        .pilots
+        .start_action(
+            PilotAddress {
+                namespace: ns,
+                cluster: &names.cluster,
+                pod: node,
+            },
+            action_id,
+            ActionSpec { action: Some(spec) },
+        )
+        .await;
+    match started {
+        Ok(progress) => info!(action = %action_id, ?progress, "asked the pilot to run the action"),
+        // The next reconcile asks again with the same ID (the pilot's StartAction is idempotent).
+        Err(e) => warn!(action = %action_id, error = %e, "the pilot did not take the action"),
+    }
+    Ok(())
+}
+
+/// Deletes the removed node's PVC, or keeps it marked as a decommissioned node's data.
+async fn release_volume(ctx: &Context, ns: &str, name: &str, delete: bool) -> Result<(), Error> {
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns);
+    ctx.writes.record("PersistentVolumeClaim");
+    if delete {
+        match pvcs.delete(name, &Default::default()).await {
+            Ok(_) => info!(pvc = %name, "deleted the decommissioned node's volume"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    what: format!("deleting PVC {name}"),
+                    source,
+                });
+            }
+        }
+    } else {
+        let patch = json!({"metadata": {"annotations": {
+            labels::DECOMMISSIONED_ANNOTATION: status::now_seconds().to_string()
+        }}});
+        pvcs.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .context(|| format!("marking PVC {name} as decommissioned"))?;
     }
     Ok(())
 }
@@ -565,11 +779,33 @@ async fn record(
         .await
         .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
     }
-    if let Some(event) = step_event(
+    let previous_history = cluster
+        .status
+        .as_ref()
+        .map(|s| s.history.as_slice())
+        .unwrap_or_default();
+    // Finished operations first (what was verified), then the step now under way.
+    let finished = new_status
+        .history
+        .iter()
+        .filter(|r| !previous_history.contains(r))
+        .map(|r| Event {
+            type_: if r.result == "Succeeded" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: format!("{}{}", r.kind, r.result),
+            note: Some(r.message.clone()),
+            action: r.kind.clone(),
+            secondary: None,
+        });
+    let step = step_event(
         previous_op.as_ref(),
         new_status.current_operation.as_ref(),
         &new_status,
-    ) {
+    );
+    for event in finished.chain(step) {
         ctx.writes.record("Event");
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
             // An Event that cannot be written must not stop the reconcile.

@@ -69,6 +69,11 @@ impl Names {
     pub fn pod(&self, pool: &str, ordinal: i32) -> String {
         format!("{}-{ordinal}", self.statefulset(pool))
     }
+    /// The data PVC the StatefulSet creates for a node (claim template `data`).
+    pub fn data_volume(&self, pool: &str, ordinal: i32) -> String {
+        format!("data-{}", self.pod(pool, ordinal))
+    }
+
     pub fn pod_dns(&self, pool: &str, ordinal: i32) -> String {
         format!(
             "{}.{}.{}.svc.cluster.local",

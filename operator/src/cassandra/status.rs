@@ -5,8 +5,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::cassandra::CassandraClusterStatus;
-use crate::api::common::{CurrentOperation, NodeStatus, PoolStatus};
-use crate::planner::{Step, VerifiedState};
+use crate::api::common::{CurrentOperation, NodeStatus, OperationRecord, PoolStatus};
+use crate::planner::{CleanupPhase, DecommissionPhase, Step, VerifiedState};
+
+/// How many finished operations the status keeps.
+pub const HISTORY_LIMIT: usize = 10;
 
 /// Inputs besides the step, already reduced to plain data by the observe phase.
 pub struct StatusInputs<'a> {
@@ -20,6 +23,8 @@ pub struct StatusInputs<'a> {
     pub step_node: Option<String>,
     /// Whole seconds: statuses compare equal across resyncs within one second.
     pub now: Timestamp,
+    /// What the removed node's volume became, for the history ("PVC x deleted").
+    pub volume_note: Option<String>,
 }
 
 pub fn state_word(state: Option<VerifiedState>, pod_ready: bool) -> &'static str {
@@ -53,9 +58,17 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
         .filter(|n| !n.ready && Some(&n.name) != operation.as_ref().and_then(|o| o.node.as_ref()))
         .collect();
 
+    let decommission_failed = matches!(
+        inputs.step,
+        Step::Decommission {
+            phase: DecommissionPhase::Failed { .. },
+            ..
+        }
+    );
     let phase = match inputs.step {
         Step::Paused => "Paused",
         Step::Blocked { .. } => "Blocked",
+        _ if decommission_failed => "Degraded",
         Step::Steady if ready == desired => "Ready",
         _ if !unready_existing.is_empty() && !never_ready => "Degraded",
         _ if never_ready => "Creating",
@@ -93,6 +106,33 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
             "Waiting",
             format!("waiting: {reason}; next: {next}"),
         ),
+        Step::Decommission { node, phase, .. } => match phase {
+            DecommissionPhase::Failed { error } => (
+                "False",
+                "DecommissionFailed",
+                format!(
+                    "the decommission of {node} failed: {error}. The node stays in the ring with \
+                     its data and nothing was removed. To resolve: check the node, then set the \
+                     replicas back to keep it, or change the spec to retry"
+                ),
+            ),
+            _ => (
+                "True",
+                "Decommissioning",
+                operation
+                    .as_ref()
+                    .map(describe_operation)
+                    .unwrap_or_else(|| format!("decommission of {node} finished")),
+            ),
+        },
+        Step::Cleanup { node, .. } => (
+            "True",
+            "CleaningUp",
+            operation
+                .as_ref()
+                .map(describe_operation)
+                .unwrap_or_else(|| format!("cleanup of {node} finished")),
+        ),
     };
 
     let (available, available_reason, available_message) = if desired > 0 && ready >= desired {
@@ -118,6 +158,17 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
     let (degraded, degraded_reason, degraded_message) =
         if let Step::Blocked { reason, .. } = inputs.step {
             ("True", "SpecRefused", reason.clone())
+        } else if let Step::Decommission {
+            node,
+            phase: DecommissionPhase::Failed { error },
+            ..
+        } = inputs.step
+        {
+            (
+                "True",
+                "DecommissionFailed",
+                format!("the decommission of {node} failed: {error}"),
+            )
         } else if !unready_existing.is_empty() && !never_ready {
             let names = unready_existing
                 .iter()
@@ -170,6 +221,35 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
     let version =
         lowest_version(&inputs.nodes).or_else(|| inputs.previous.and_then(|s| s.version.clone()));
 
+    let mut history = inputs
+        .previous
+        .map(|s| s.history.clone())
+        .unwrap_or_default();
+    let finished = finished_operation(inputs.step, previous_op, &now, inputs.volume_note);
+    let mut pending_cleanup = inputs
+        .previous
+        .map(|s| s.pending_cleanup.clone())
+        .unwrap_or_default();
+    if let Some(record) = finished {
+        if record.kind == "Cleanup" {
+            pending_cleanup.retain(|n| Some(n) != record.node.as_ref());
+        }
+        history.push(record);
+    }
+    let overflow = history.len().saturating_sub(HISTORY_LIMIT);
+    history.drain(..overflow);
+    // A node that joins a cluster that already served data takes over token ranges from the
+    // others: each of them must drop what it no longer owns (during the first creation there is
+    // no data yet, so no cleanup).
+    if matches!(inputs.step, Step::AddNode { .. }) && !never_ready {
+        for node in &inputs.nodes {
+            if !pending_cleanup.contains(&node.name) {
+                pending_cleanup.push(node.name.clone());
+            }
+        }
+    }
+    pending_cleanup.retain(|n| inputs.nodes.iter().any(|node| &node.name == n));
+
     CassandraClusterStatus {
         observed_generation: inputs.generation,
         conditions,
@@ -182,7 +262,99 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
         current_operation: operation,
         nodes: inputs.nodes,
         pools: inputs.pools,
+        pending_cleanup,
+        history,
     }
+}
+
+/// One sentence for the Progressing condition: what runs, what the pilot says, what is next.
+fn describe_operation(op: &CurrentOperation) -> String {
+    let mut text = format!(
+        "{} of {}: {}",
+        op.kind,
+        op.node.as_deref().unwrap_or("?"),
+        op.phase
+    );
+    if let Some(progress) = &op.progress {
+        text.push_str(&format!(" ({progress})"));
+    }
+    if let Some(reason) = &op.blocked_reason {
+        text.push_str(&format!("; waiting: {reason}"));
+    }
+    if let Some(next) = &op.next_step {
+        text.push_str(&format!("; next: {next}"));
+    }
+    text
+}
+
+/// The record of an operation that ends with this step, if one does.
+fn finished_operation(
+    step: &Step,
+    previous: Option<&CurrentOperation>,
+    now: &str,
+    volume_note: Option<String>,
+) -> Option<OperationRecord> {
+    let (kind, node, action_id, result, message) = match step {
+        Step::Decommission {
+            node,
+            action_id,
+            phase,
+            ..
+        } => match phase {
+            DecommissionPhase::Done => (
+                "Decommission",
+                node,
+                action_id,
+                "Succeeded",
+                format!(
+                    "{node} left the ring: its pilot verified DECOMMISSIONED and another node's \
+                     ring no longer holds it; the StatefulSet shrank{}",
+                    volume_note.map(|v| format!("; {v}")).unwrap_or_default()
+                ),
+            ),
+            DecommissionPhase::Abandoned { error } => (
+                "Decommission",
+                node,
+                action_id,
+                "Failed",
+                format!("{error}; let go after the spec changed"),
+            ),
+            _ => return None,
+        },
+        Step::Cleanup {
+            node,
+            action_id,
+            phase,
+        } => match phase {
+            CleanupPhase::Done => (
+                "Cleanup",
+                node,
+                action_id,
+                "Succeeded",
+                format!("{node} dropped the data it no longer owns"),
+            ),
+            CleanupPhase::Failed { error } => (
+                "Cleanup",
+                node,
+                action_id,
+                "Failed",
+                format!("{error}; the node keeps data it does not own (no data is lost)"),
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(OperationRecord {
+        kind: kind.into(),
+        node: Some(node.clone()),
+        action_id: Some(action_id.clone()),
+        started_at: previous
+            .filter(|p| p.kind == kind && p.node.as_ref() == Some(node))
+            .and_then(|p| p.started_at.clone()),
+        finished_at: now.to_string(),
+        result: result.into(),
+        message,
+    })
 }
 
 fn current_operation(
@@ -198,8 +370,136 @@ fn current_operation(
             .and_then(|p| p.started_at.clone())
             .or_else(|| Some(now.to_string()))
     };
+    let operation = |kind: &str,
+                     node: &String,
+                     action_id: &String,
+                     phase: &str,
+                     reason: Option<String>,
+                     next: String,
+                     progress: Option<String>| {
+        let node = Some(node.clone());
+        CurrentOperation {
+            kind: kind.into(),
+            started_at: started(kind, &node),
+            summary: node.as_ref().map(|n| format!("{kind} {n}: {phase}")),
+            node,
+            action_id: Some(action_id.clone()),
+            phase: phase.into(),
+            blocked_reason: reason,
+            next_step: Some(next),
+            progress,
+        }
+    };
     match step {
         Step::Steady | Step::Paused => None,
+        Step::Decommission {
+            node,
+            action_id,
+            phase,
+            ..
+        } => {
+            let (word, reason, next, progress) = match phase {
+                DecommissionPhase::Done | DecommissionPhase::Abandoned { .. } => return None,
+                DecommissionPhase::Start { force } => (
+                    "Starting",
+                    None,
+                    format!(
+                        "the pilot starts the decommission{}; the node then streams its data to \
+                         the others",
+                        if *force {
+                            " (forced past Cassandra's own replication check: only system \
+                             keyspaces exceed the remaining nodes)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None,
+                ),
+                DecommissionPhase::Streaming { message, percent } => (
+                    "Streaming",
+                    None,
+                    "verify DECOMMISSIONED from the node and its absence from a peer's ring".into(),
+                    Some(match percent {
+                        Some(p) => format!("{message} ({p}%)"),
+                        None => message.clone(),
+                    }),
+                ),
+                DecommissionPhase::Pending { reason } => (
+                    "Waiting",
+                    Some(reason.clone()),
+                    "start the decommission once it is safe".into(),
+                    None,
+                ),
+                DecommissionPhase::Verifying { reason } => (
+                    "Verifying",
+                    Some(reason.clone()),
+                    "shrink the StatefulSet once both views confirm".into(),
+                    None,
+                ),
+                DecommissionPhase::Shrink | DecommissionPhase::AwaitPodGone => (
+                    "Removing",
+                    None,
+                    "the StatefulSet shrinks by this node; then its volume is released".into(),
+                    None,
+                ),
+                DecommissionPhase::ReleaseVolume { delete } => (
+                    "ReleasingVolume",
+                    None,
+                    if *delete {
+                        "delete the node's PersistentVolumeClaim (storagePolicy.onScaleDown: Delete)"
+                    } else {
+                        "keep the node's PersistentVolumeClaim, marked decommissioned \
+                         (storagePolicy.onScaleDown: Retain)"
+                    }
+                    .into(),
+                    None,
+                ),
+                DecommissionPhase::Failed { error } => (
+                    "Failed",
+                    Some(error.clone()),
+                    "nothing was removed; set the replicas back to keep the node, or change \
+                     the spec to retry"
+                        .into(),
+                    None,
+                ),
+                DecommissionPhase::Unknown { why } => (
+                    "Waiting",
+                    Some(format!("cannot verify the decommission's state: {why}")),
+                    "resume as soon as the node's pilot answers; nothing is removed meanwhile"
+                        .into(),
+                    None,
+                ),
+            };
+            Some(operation("Decommission", node, action_id, word, reason, next, progress))
+        }
+        Step::Cleanup {
+            node,
+            action_id,
+            phase,
+        } => {
+            let (word, reason, progress) = match phase {
+                CleanupPhase::Done | CleanupPhase::Failed { .. } => return None,
+                CleanupPhase::Start => ("Starting", None, None),
+                CleanupPhase::Running { message, percent } => (
+                    "Running",
+                    None,
+                    Some(match percent {
+                        Some(p) => format!("{message} ({p}%)"),
+                        None => message.clone(),
+                    }),
+                ),
+                CleanupPhase::Unknown { why } => ("Waiting", Some(why.clone()), None),
+            };
+            Some(operation(
+                "Cleanup",
+                node,
+                action_id,
+                word,
+                reason,
+                "clean up the next node that held data before the scale-up, one at a time".into(),
+                progress,
+            ))
+        }
         Step::CreatePool { pool } => {
             let node = None;
             Some(CurrentOperation {
@@ -211,6 +511,7 @@ fn current_operation(
                 blocked_reason: None,
                 next_step: Some("add the pool's nodes one at a time".into()),
                 summary: Some(format!("CreatePool {pool}")),
+                progress: None,
             })
         }
         Step::AddNode { .. } => {
@@ -224,14 +525,15 @@ fn current_operation(
                 phase: "Running".into(),
                 blocked_reason: None,
                 next_step: Some("wait for the new node to join and report Up/Normal".into()),
+                progress: None,
             })
         }
         Step::Wait { reason, next } => {
             // A wait continues the operation that caused it (for example a node being added).
-            let (kind, node) = previous
-                .filter(|p| p.kind != "Blocked")
-                .map(|p| (p.kind.clone(), p.node.clone()))
-                .unwrap_or_else(|| ("Wait".into(), None));
+            let (kind, node, action_id) = previous
+                .filter(|p| p.phase != "Blocked")
+                .map(|p| (p.kind.clone(), p.node.clone(), p.action_id.clone()))
+                .unwrap_or_else(|| ("Wait".into(), None, None));
             Some(CurrentOperation {
                 started_at: started(&kind, &node),
                 summary: Some(format!(
@@ -240,10 +542,11 @@ fn current_operation(
                 )),
                 kind,
                 node,
-                action_id: None,
+                action_id,
                 phase: "Waiting".into(),
                 blocked_reason: Some(reason.clone()),
                 next_step: Some(next.clone()),
+                progress: None,
             })
         }
         Step::Blocked { reason, remedy } => {
@@ -257,6 +560,7 @@ fn current_operation(
                 blocked_reason: Some(reason.clone()),
                 next_step: Some(remedy.clone()),
                 summary: Some("ScaleDown: Blocked".into()),
+                progress: None,
             })
         }
     }
@@ -328,6 +632,7 @@ mod tests {
             selector: "a=b".into(),
             step_node: Some("demo-main-2".into()),
             now: now_seconds(),
+            volume_note: None,
         }
     }
 

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use stateward_proto::v1::action_spec::Action;
 use stateward_proto::v1::node_status::Detail;
 use stateward_proto::v1::{
-    ActionKind, ActionResult, ActionSpec, CassandraOperationMode, CassandraPeer, CassandraStatus,
-    DatabaseKind, NodeStatus, PeerLiveness, PeerState, ProcessState, Verification,
+    ActionKind, ActionResult, ActionSpec, CassandraKeyspace, CassandraOperationMode, CassandraPeer,
+    CassandraStatus, DatabaseKind, NodeStatus, PeerLiveness, PeerState, ProcessState, Verification,
 };
 use tracing::{info, warn};
 
@@ -33,6 +33,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// unknown, which fails the action (fail closed).
 const UNREACHABLE_LIMIT: Duration = Duration::from_secs(120);
 const ACTION_POLL: Duration = Duration::from_millis(500);
+/// The schema changes rarely and reading it costs one JMX call per keyspace: it is read at
+/// most this often, and a reading older than [`KEYSPACES_STALE`] counts as unknown.
+const KEYSPACES_REFRESH: Duration = Duration::from_secs(5);
+const KEYSPACES_STALE: Duration = Duration::from_secs(30);
+/// Cassandra's replicated system keyspaces (user keyspaces come from `NonSystemKeyspaces`).
+const REPLICATED_SYSTEM_KEYSPACES: &[&str] = &["system_auth", "system_distributed", "system_traces"];
 
 pub struct Cassandra {
     jolokia: Jolokia,
@@ -42,6 +48,8 @@ pub struct Cassandra {
     identity_path: PathBuf,
     /// The host ID recorded on the data volume (cached; the file is the truth).
     recorded_host_id: Mutex<Option<String>>,
+    /// The last successful schema reading and when it was made.
+    keyspaces: Mutex<Option<(Instant, Vec<CassandraKeyspace>)>>,
 }
 
 impl Cassandra {
@@ -71,6 +79,7 @@ impl Cassandra {
             cql: SocketAddr::new(args.pod_ip, args.cql_port),
             identity_path,
             recorded_host_id: Mutex::new(recorded),
+            keyspaces: Mutex::new(None),
         })
     }
 
@@ -106,6 +115,92 @@ impl Cassandra {
             }
         }
         recorded.clone().unwrap_or_default()
+    }
+
+    /// Keyspaces and their replication in `datacenter`, re-read when the cached reading is
+    /// older than [`KEYSPACES_REFRESH`]. `None` when no recent reading exists (unknown).
+    async fn keyspaces(
+        &self,
+        datacenter: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<Vec<CassandraKeyspace>> {
+        let cached = self
+            .keyspaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, list)) = &cached
+            && at.elapsed() < KEYSPACES_REFRESH
+        {
+            return Some(list.clone());
+        }
+        match self.read_keyspaces(datacenter).await {
+            Ok(list) => {
+                *self.keyspaces.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), list.clone()));
+                Some(list)
+            }
+            Err(e) => {
+                problems.push(format!("reading keyspace replication: {e}"));
+                cached
+                    .filter(|(at, _)| at.elapsed() < KEYSPACES_STALE)
+                    .map(|(_, list)| list)
+            }
+        }
+    }
+
+    async fn read_keyspaces(&self, datacenter: &str) -> Result<Vec<CassandraKeyspace>, String> {
+        let user = self
+            .jolokia
+            .read(SS, "NonSystemKeyspaces", READ_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let user: Vec<String> = user
+            .as_array()
+            .ok_or_else(|| format!("NonSystemKeyspaces: unexpected value {user}"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        let names: Vec<(String, bool)> = user
+            .into_iter()
+            .map(|k| (k, false))
+            .chain(
+                REPLICATED_SYSTEM_KEYSPACES
+                    .iter()
+                    .map(|k| (k.to_string(), true)),
+            )
+            .collect();
+        let reqs: Vec<Value> = names
+            .iter()
+            .map(|(k, _)| {
+                json!({"type": "exec", "mbean": SS,
+                       "operation": "getKeyspaceReplicationInfo", "arguments": [k]})
+            })
+            .collect();
+        let replies = self
+            .jolokia
+            .bulk(&reqs, READ_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        names
+            .into_iter()
+            .zip(replies)
+            .map(|((name, system), reply)| {
+                let info = reply.map_err(|e| format!("replication of keyspace {name}: {e}"))?;
+                let info = info.as_str().unwrap_or_default();
+                let (strategy, replication_factor) = parse_replication(info, datacenter)
+                    .ok_or_else(|| {
+                        format!("replication of keyspace {name}: cannot read {info:?}")
+                    })?;
+                Ok(CassandraKeyspace {
+                    name,
+                    replication_factor,
+                    strategy,
+                    system,
+                })
+            })
+            .collect()
     }
 
     async fn observe_inner(&self) -> NodeStatus {
@@ -269,6 +364,19 @@ impl Cassandra {
                 .clone()
                 .unwrap_or_default()
         };
+        let datacenter = string("Datacenter");
+        // A schema that cannot be read leaves the keyspaces unknown (scale-downs wait) but says
+        // nothing of whether the node serves clients: kept out of the readiness verdict.
+        let mut schema_problems = Vec::new();
+        let keyspaces = if matches!(
+            mode,
+            CassandraOperationMode::Normal | CassandraOperationMode::Leaving
+        ) && !datacenter.is_empty()
+        {
+            self.keyspaces(&datacenter, &mut schema_problems).await
+        } else {
+            None
+        };
         let cql_reachable = matches!(
             tokio::time::timeout(
                 Duration::from_millis(500),
@@ -288,6 +396,7 @@ impl Cassandra {
         } else {
             String::new()
         };
+        problems.extend(schema_problems);
         let process_state = match mode {
             CassandraOperationMode::Starting | CassandraOperationMode::Joining => {
                 ProcessState::Starting
@@ -306,7 +415,9 @@ impl Cassandra {
             detail: Some(Detail::Cassandra(CassandraStatus {
                 host_id,
                 recorded_host_id,
-                datacenter: string("Datacenter"),
+                keyspaces_known: keyspaces.is_some(),
+                keyspaces: keyspaces.unwrap_or_default(),
+                datacenter,
                 rack: string("Rack"),
                 cluster_name: string("ClusterName"),
                 operation_mode: mode as i32,
@@ -615,6 +726,37 @@ impl Driver for Cassandra {
     }
 }
 
+/// Reads `StorageService.getKeyspaceReplicationInfo`, e.g. `SimpleStrategy {replication_factor=2}`
+/// or `NetworkTopologyStrategy {dc1=3, dc2=2}`, into the strategy and the replication factor
+/// in `datacenter`. `None` for anything not understood (the caller treats it as unknown).
+fn parse_replication(info: &str, datacenter: &str) -> Option<(String, u32)> {
+    let (strategy, options) = info.trim().split_once(' ').unwrap_or((info.trim(), "{}"));
+    let options: BTreeMap<&str, &str> = options
+        .trim()
+        .strip_prefix('{')?
+        .strip_suffix('}')?
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim(), v.trim()))
+        })
+        .collect::<Option<_>>()?;
+    // "3/1" is three replicas of which one transient: all three hold data in this DC.
+    let count = |v: &str| v.split('/').next()?.trim().parse::<u32>().ok();
+    let short = strategy.rsplit('.').next().unwrap_or(strategy);
+    let rf = match short {
+        "SimpleStrategy" => count(options.get("replication_factor")?)?,
+        "NetworkTopologyStrategy" => match options.get(datacenter) {
+            Some(v) => count(v)?,
+            None => 0,
+        },
+        "LocalStrategy" => 1,
+        _ => return None,
+    };
+    Some((short.to_string(), rf))
+}
+
 fn parse_mode(raw: &str) -> CassandraOperationMode {
     match raw {
         "STARTING" => CassandraOperationMode::Starting,
@@ -671,6 +813,29 @@ fn verified(checks: Vec<Verification>) -> ActionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_replication_info() {
+        assert_eq!(
+            parse_replication("SimpleStrategy {replication_factor=2}", "dc1"),
+            Some(("SimpleStrategy".into(), 2))
+        );
+        assert_eq!(
+            parse_replication("NetworkTopologyStrategy {dc1=3, dc2=1}", "dc1"),
+            Some(("NetworkTopologyStrategy".into(), 3))
+        );
+        assert_eq!(
+            parse_replication("NetworkTopologyStrategy {dc2=1}", "dc1"),
+            Some(("NetworkTopologyStrategy".into(), 0))
+        );
+        assert_eq!(
+            parse_replication("NetworkTopologyStrategy {dc1=3/1}", "dc1"),
+            Some(("NetworkTopologyStrategy".into(), 3))
+        );
+        assert_eq!(parse_replication("EverywhereStrategy {}", "dc1"), None);
+        assert_eq!(parse_replication("SimpleStrategy {}", "dc1"), None);
+        assert_eq!(parse_replication("garbage", "dc1"), None);
+    }
 
     #[test]
     fn normalises_addresses() {

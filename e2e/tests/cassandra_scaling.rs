@@ -1,0 +1,347 @@
+//! Verified scale-down and scale-up of a real three-node Cassandra 5.0 cluster on the local real
+//! Kubernetes, driven by the operator binary (a separate process, so the test can SIGKILL it in
+//! the middle of a decommission).
+//!
+//! One scenario, in order, on one cluster (each Cassandra node takes about a minute to join):
+//! 1. three nodes; keyspace `app` with RF 2; rows written at QUORUM through CQL;
+//! 2. `kubectl scale --replicas=1` is refused (RF 2 needs two nodes) and nothing changes;
+//! 3. `kubectl scale --replicas=2`: while node 2 streams its data out the operator is killed;
+//!    a new operator process resumes the same action ID, no other node leaves, the StatefulSet
+//!    shrinks only after the verified decommission and the removed node's PVC is deleted;
+//!    every row reads back at QUORUM;
+//! 4. `kubectl scale --replicas=3`: one node joins, then nodes 0 and 1 run a cleanup each, one
+//!    at a time; every row still reads back at QUORUM.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+use scylla::statement::unprepared::Statement;
+use stateward_e2e::{Cluster, images};
+use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatus};
+
+mod common;
+use common::{NamespaceGuard, install_crd, wait_for};
+
+const CLUSTER: &str = "ring";
+const ROWS: i32 = 500;
+
+/// The operator binary as a child process, with its log in a file.
+struct OperatorProcess {
+    child: Child,
+}
+
+impl OperatorProcess {
+    fn start(cluster: &Cluster, ns: &str, log: &std::path::Path) -> anyhow::Result<Self> {
+        let binary = images::operator_binary(cluster.layout());
+        stateward_e2e::cluster::require_binary(&binary)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(&binary)
+            .arg("run")
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("STATEWARD_WATCH_NAMESPACE", ns)
+            .env(
+                "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
+                "stateward.local/cassandra",
+            )
+            .env("STATEWARD_PILOT_IMAGE", "stateward.local/pilot:dev")
+            .env("STATEWARD_METRICS_ADDR", "127.0.0.1:0")
+            .env("STATEWARD_RESYNC_SECONDS", "30")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(OperatorProcess { child })
+    }
+
+    /// SIGKILL: no shutdown path runs, as when a node dies under the operator.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_manifest() -> String {
+    format!(
+        r#"apiVersion: stateward.io/v1alpha1
+kind: CassandraCluster
+metadata:
+  name: {CLUSTER}
+spec:
+  version: "5.0.9"
+  replicas: 3
+  nodePools:
+    - name: main
+      storage:
+        size: 1Gi
+      resources:
+        requests:
+          cpu: 100m
+          memory: 1Gi
+        limits:
+          memory: 1Gi
+"#
+    )
+}
+
+async fn status(api: &Api<CassandraCluster>) -> Option<CassandraClusterStatus> {
+    api.get(CLUSTER).await.ok()?.status
+}
+
+async fn statefulset_replicas(client: &Client, ns: &str) -> Option<i32> {
+    Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get(&format!("{CLUSTER}-main"))
+        .await
+        .ok()?
+        .spec?
+        .replicas
+}
+
+/// IPs of the cluster's running pods, by name.
+async fn pod_ips(client: &Client, ns: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("stateward.io/cluster={CLUSTER}")))
+        .await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+        .collect())
+}
+
+async fn cql_session(client: &Client, ns: &str) -> anyhow::Result<Session> {
+    let nodes: Vec<String> = pod_ips(client, ns)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| format!("{ip}:9042"))
+        .collect();
+    Ok(SessionBuilder::new()
+        .known_nodes(&nodes)
+        .connection_timeout(Duration::from_secs(10))
+        .build()
+        .await?)
+}
+
+fn quorum(cql: &str) -> Statement {
+    let mut statement = Statement::new(cql);
+    statement.set_consistency(Consistency::Quorum);
+    statement.set_request_timeout(Some(Duration::from_secs(20)));
+    statement
+}
+
+/// Every row, read at QUORUM, must be there with its value.
+async fn assert_rows_readable(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let session = cql_session(client, ns).await?;
+    let result = session
+        .query_unpaged(quorum("SELECT k, v FROM app.kv"), ())
+        .await?
+        .into_rows_result()?;
+    let mut rows: Vec<(i32, String)> = result.rows::<(i32, String)>()?.collect::<Result<_, _>>()?;
+    rows.sort();
+    assert_eq!(rows.len(), ROWS as usize, "rows read back at QUORUM");
+    for (i, (k, v)) in rows.iter().enumerate() {
+        assert_eq!(*k, i as i32);
+        assert_eq!(v, &format!("value-{k}"));
+    }
+    Ok(())
+}
+
+fn history_of<'a>(
+    status: &'a CassandraClusterStatus,
+    kind: &str,
+) -> Vec<&'a stateward_operator::api::common::OperationRecord> {
+    status.history.iter().filter(|r| r.kind == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
+    if std::env::var_os("STATEWARD_E2E").is_none() {
+        eprintln!("STATEWARD_E2E is not set: run through `cargo dev test`");
+    }
+    let cluster = stateward_e2e::ensure_up()?;
+    let client = cluster.kube_client().await?;
+    install_crd(&client).await?;
+    let ns = format!("scaling-{}", std::process::id());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let _guard = NamespaceGuard {
+        cluster: cluster.clone(),
+        ns: ns.clone(),
+    };
+    let log = cluster
+        .layout()
+        .repo()
+        .join("target")
+        .join(format!("{ns}-operator.log"));
+    eprintln!("operator log: {}", log.display());
+    let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
+    let api: Api<CassandraCluster> = Api::namespaced(client.clone(), &ns);
+
+    // --- 1. three nodes, RF 2, rows at QUORUM ---
+    cluster.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &cluster_manifest())?;
+    wait_for("3 nodes Ready", Duration::from_secs(900), || async {
+        let s = status(&api).await?;
+        (s.phase.as_deref() == Some("Ready") && s.ready_replicas == 3).then_some(())
+    })
+    .await?;
+    let session = cql_session(&client, &ns).await?;
+    session
+        .query_unpaged(
+            "CREATE KEYSPACE app WITH replication = \
+             {'class': 'SimpleStrategy', 'replication_factor': 2}",
+            (),
+        )
+        .await?;
+    session
+        .query_unpaged("CREATE TABLE app.kv (k int PRIMARY KEY, v text)", ())
+        .await?;
+    let insert = session
+        .prepare(quorum("INSERT INTO app.kv (k, v) VALUES (?, ?)"))
+        .await?;
+    for k in 0..ROWS {
+        session.execute_unpaged(&insert, (k, format!("value-{k}"))).await?;
+    }
+    drop(session);
+    assert_rows_readable(&client, &ns).await?;
+
+    // --- 2. below the replication factor: refused, nothing touched ---
+    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=1"])?;
+    let refused = wait_for("scale to 1 refused", Duration::from_secs(120), || async {
+        let s = status(&api).await?;
+        let degraded = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "SpecRefused")?
+            .message
+            .clone();
+        (s.phase.as_deref() == Some("Blocked")).then_some(degraded)
+    })
+    .await?;
+    assert!(refused.contains("app (RF 2)"), "refusal names the keyspace: {refused}");
+    // Give a wrongly eager operator time to act, then check nothing changed.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
+    let s = status(&api).await.expect("status");
+    assert_eq!(s.ready_replicas, 3);
+    assert!(history_of(&s, "Decommission").is_empty());
+    let events = cluster.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "reason=Refused",
+        "-o",
+        "jsonpath={.items[*].note}{.items[*].message}",
+    ])?;
+    assert!(events.contains("replication factor"), "Refused event: {events}");
+
+    // --- 3. scale to 2; the operator dies mid-decommission and a new one finishes it ---
+    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=2"])?;
+    let action_id = wait_for("decommission streaming", Duration::from_secs(300), || async {
+        let op = status(&api).await?.current_operation?;
+        (op.kind == "Decommission" && op.phase == "Streaming").then_some(op)
+    })
+    .await?;
+    assert_eq!(action_id.node.as_deref(), Some("ring-main-2"));
+    let action_id = action_id.action_id.expect("action ID recorded");
+    let describe = cluster.kubectl(&["describe", "cass", "-n", &ns, CLUSTER])?;
+    assert!(describe.contains("Decommission ring-main-2: Streaming"), "{describe}");
+    operator.kill()?;
+    eprintln!("operator killed while {action_id} streams");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Without an operator nothing shrinks, whatever Cassandra does meanwhile.
+    assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
+    let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
+
+    let s = wait_for("scale-down to 2 finished", Duration::from_secs(600), || async {
+        let s = status(&api).await?;
+        (s.phase.as_deref() == Some("Ready")
+            && s.ready_replicas == 2
+            && s.current_operation.is_none()
+            && !history_of(&s, "Decommission").is_empty())
+        .then_some(s)
+    })
+    .await?;
+    let decommissions = history_of(&s, "Decommission");
+    assert_eq!(decommissions.len(), 1, "one node left: {:?}", s.history);
+    assert_eq!(decommissions[0].action_id.as_deref(), Some(action_id.as_str()));
+    assert_eq!(decommissions[0].node.as_deref(), Some("ring-main-2"));
+    assert_eq!(decommissions[0].result, "Succeeded");
+    assert_eq!(statefulset_replicas(&client, &ns).await, Some(2));
+    let pods: Vec<String> = pod_ips(&client, &ns)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(pods.len(), 2, "pods {pods:?}");
+    assert!(s.nodes.iter().all(|n| n.state == "Up/Normal"), "{:?}", s.nodes);
+    let pvcs: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        !pvcs.contains(&"data-ring-main-2".to_string()),
+        "removed node's PVC deleted: {pvcs:?}"
+    );
+    assert!(pvcs.contains(&"data-ring-main-1".to_string()));
+    let describe = cluster.kubectl(&["describe", "cass", "-n", &ns, CLUSTER])?;
+    for expected in ["Decommission ring-main-2: Streaming", "Decommission ring-main-2: Removing"]
+    {
+        assert!(describe.contains(expected), "describe lacks {expected}: {describe}");
+    }
+    assert_rows_readable(&client, &ns).await?;
+
+    // --- 4. scale to 3: one node joins, then cleanup on the nodes that were there ---
+    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=3"])?;
+    let s = wait_for("scale-up to 3 and cleanups", Duration::from_secs(900), || async {
+        let s = status(&api).await?;
+        (s.phase.as_deref() == Some("Ready")
+            && s.ready_replicas == 3
+            && s.current_operation.is_none()
+            && s.pending_cleanup.is_empty()
+            && history_of(&s, "Cleanup").len() >= 2)
+        .then_some(s)
+    })
+    .await?;
+    let cleaned: Vec<(&str, &str)> = history_of(&s, "Cleanup")
+        .iter()
+        .map(|r| (r.node.as_deref().unwrap_or(""), r.result.as_str()))
+        .collect();
+    assert_eq!(
+        cleaned,
+        vec![("ring-main-0", "Succeeded"), ("ring-main-1", "Succeeded")],
+        "{:?}",
+        s.history
+    );
+    assert_eq!(history_of(&s, "Decommission").len(), 1);
+    assert_rows_readable(&client, &ns).await?;
+
+    operator.kill()?;
+    Ok(())
+}
