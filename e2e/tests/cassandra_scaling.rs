@@ -221,13 +221,24 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         .prepare(quorum("INSERT INTO app.kv (k, v) VALUES (?, ?)"))
         .await?;
     for k in 0..ROWS {
-        session.execute_unpaged(&insert, (k, format!("value-{k}"))).await?;
+        session
+            .execute_unpaged(&insert, (k, format!("value-{k}")))
+            .await?;
     }
     drop(session);
     assert_rows_readable(&client, &ns).await?;
+    // The pilots re-read the schema every 5 s; the operator decides on their readings (and the
+    // leaving node's pilot re-checks afresh before it decommissions).
+    tokio::time::sleep(Duration::from_secs(6)).await;
 
     // --- 2. below the replication factor: refused, nothing touched ---
-    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=1"])?;
+    cluster.kubectl(&[
+        "scale",
+        "-n",
+        &ns,
+        &format!("cass/{CLUSTER}"),
+        "--replicas=1",
+    ])?;
     let refused = wait_for("scale to 1 refused", Duration::from_secs(120), || async {
         let s = status(&api).await?;
         let degraded = s
@@ -239,7 +250,10 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         (s.phase.as_deref() == Some("Blocked")).then_some(degraded)
     })
     .await?;
-    assert!(refused.contains("app (RF 2)"), "refusal names the keyspace: {refused}");
+    assert!(
+        refused.contains("app (RF 2)"),
+        "refusal names the keyspace: {refused}"
+    );
     // Give a wrongly eager operator time to act, then check nothing changed.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
@@ -256,19 +270,35 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         "-o",
         "jsonpath={.items[*].note}{.items[*].message}",
     ])?;
-    assert!(events.contains("replication factor"), "Refused event: {events}");
+    assert!(
+        events.contains("replication factor"),
+        "Refused event: {events}"
+    );
 
     // --- 3. scale to 2; the operator dies mid-decommission and a new one finishes it ---
-    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=2"])?;
-    let action_id = wait_for("decommission streaming", Duration::from_secs(300), || async {
-        let op = status(&api).await?.current_operation?;
-        (op.kind == "Decommission" && op.phase == "Streaming").then_some(op)
-    })
+    cluster.kubectl(&[
+        "scale",
+        "-n",
+        &ns,
+        &format!("cass/{CLUSTER}"),
+        "--replicas=2",
+    ])?;
+    let action_id = wait_for(
+        "decommission streaming",
+        Duration::from_secs(300),
+        || async {
+            let op = status(&api).await?.current_operation?;
+            (op.kind == "Decommission" && op.phase == "Streaming").then_some(op)
+        },
+    )
     .await?;
     assert_eq!(action_id.node.as_deref(), Some("ring-main-2"));
     let action_id = action_id.action_id.expect("action ID recorded");
     let describe = cluster.kubectl(&["describe", "cass", "-n", &ns, CLUSTER])?;
-    assert!(describe.contains("Decommission ring-main-2: Streaming"), "{describe}");
+    assert!(
+        describe.contains("Decommission ring-main-2: Streaming"),
+        "{describe}"
+    );
     operator.kill()?;
     eprintln!("operator killed while {action_id} streams");
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -276,18 +306,25 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
     let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
 
-    let s = wait_for("scale-down to 2 finished", Duration::from_secs(600), || async {
-        let s = status(&api).await?;
-        (s.phase.as_deref() == Some("Ready")
-            && s.ready_replicas == 2
-            && s.current_operation.is_none()
-            && !history_of(&s, "Decommission").is_empty())
-        .then_some(s)
-    })
+    let s = wait_for(
+        "scale-down to 2 finished",
+        Duration::from_secs(600),
+        || async {
+            let s = status(&api).await?;
+            (s.phase.as_deref() == Some("Ready")
+                && s.ready_replicas == 2
+                && s.current_operation.is_none()
+                && !history_of(&s, "Decommission").is_empty())
+            .then_some(s)
+        },
+    )
     .await?;
     let decommissions = history_of(&s, "Decommission");
     assert_eq!(decommissions.len(), 1, "one node left: {:?}", s.history);
-    assert_eq!(decommissions[0].action_id.as_deref(), Some(action_id.as_str()));
+    assert_eq!(
+        decommissions[0].action_id.as_deref(),
+        Some(action_id.as_str())
+    );
     assert_eq!(decommissions[0].node.as_deref(), Some("ring-main-2"));
     assert_eq!(decommissions[0].result, "Succeeded");
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(2));
@@ -297,7 +334,11 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(pods.len(), 2, "pods {pods:?}");
-    assert!(s.nodes.iter().all(|n| n.state == "Up/Normal"), "{:?}", s.nodes);
+    assert!(
+        s.nodes.iter().all(|n| n.state == "Up/Normal"),
+        "{:?}",
+        s.nodes
+    );
     let pvcs: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
         .await?
@@ -311,23 +352,38 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     );
     assert!(pvcs.contains(&"data-ring-main-1".to_string()));
     let describe = cluster.kubectl(&["describe", "cass", "-n", &ns, CLUSTER])?;
-    for expected in ["Decommission ring-main-2: Streaming", "Decommission ring-main-2: Removing"]
-    {
-        assert!(describe.contains(expected), "describe lacks {expected}: {describe}");
+    for expected in [
+        "Decommission ring-main-2: Streaming",
+        "Decommission ring-main-2: Removing",
+    ] {
+        assert!(
+            describe.contains(expected),
+            "describe lacks {expected}: {describe}"
+        );
     }
     assert_rows_readable(&client, &ns).await?;
 
     // --- 4. scale to 3: one node joins, then cleanup on the nodes that were there ---
-    cluster.kubectl(&["scale", "-n", &ns, &format!("cass/{CLUSTER}"), "--replicas=3"])?;
-    let s = wait_for("scale-up to 3 and cleanups", Duration::from_secs(900), || async {
-        let s = status(&api).await?;
-        (s.phase.as_deref() == Some("Ready")
-            && s.ready_replicas == 3
-            && s.current_operation.is_none()
-            && s.pending_cleanup.is_empty()
-            && history_of(&s, "Cleanup").len() >= 2)
-        .then_some(s)
-    })
+    cluster.kubectl(&[
+        "scale",
+        "-n",
+        &ns,
+        &format!("cass/{CLUSTER}"),
+        "--replicas=3",
+    ])?;
+    let s = wait_for(
+        "scale-up to 3 and cleanups",
+        Duration::from_secs(900),
+        || async {
+            let s = status(&api).await?;
+            (s.phase.as_deref() == Some("Ready")
+                && s.ready_replicas == 3
+                && s.current_operation.is_none()
+                && s.pending_cleanup.is_empty()
+                && history_of(&s, "Cleanup").len() >= 2)
+                .then_some(s)
+        },
+    )
     .await?;
     let cleaned: Vec<(&str, &str)> = history_of(&s, "Cleanup")
         .iter()

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kube::Client;
-use stateward_proto::v1::ActionSpec;
 use kube::runtime::events::{Recorder, Reporter};
+use stateward_proto::v1::ActionSpec;
 
 use crate::apply::WriteCounter;
 use crate::config::OperatorConfig;
@@ -48,8 +48,11 @@ pub trait PilotReports: Send + Sync {
     fn track(&self, _namespace: &str, _cluster: &str, _tls: ClientTls, _pods: &[PodAddress]) {}
 
     /// What the pod's pilot says of an action, one call; unknown when it cannot be asked.
-    fn action<'a>(&'a self, pilot: PilotAddress<'a>, action_id: &'a str)
-    -> BoxFuture<'a, ActionProgress>;
+    fn action<'a>(
+        &'a self,
+        pilot: PilotAddress<'a>,
+        action_id: &'a str,
+    ) -> BoxFuture<'a, ActionProgress>;
 
     /// Asks the pod's pilot to start an action (idempotent by ID), without waiting for its end.
     fn start_action<'a>(

@@ -24,8 +24,7 @@ use futures::StreamExt;
 use stateward_proto::v1::pilot_client::PilotClient;
 use stateward_proto::v1::{
     ActionSpec, ActionState, GetActionRequest, NodeStatus, PeerState, StartActionRequest,
-    WatchActionRequest,
-    WatchStatusRequest, node_status::Detail, watch_status_response::Event,
+    WatchActionRequest, WatchStatusRequest, node_status::Detail, watch_status_response::Event,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;

@@ -216,8 +216,12 @@ pub enum CleanupPhase {
         percent: Option<u32>,
     },
     Done,
-    Failed { error: String },
-    Unknown { why: String },
+    Failed {
+        error: String,
+    },
+    Unknown {
+        why: String,
+    },
 }
 
 /// The single next step.
@@ -405,12 +409,26 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
     }
 
     // Nodes that held data before a node joined drop what they no longer own, one at a time.
-    let existing: BTreeSet<&str> = all_nodes(desired, observed).map(|n| n.name.as_str()).collect();
+    let existing: BTreeSet<&str> = all_nodes(desired, observed)
+        .map(|n| n.name.as_str())
+        .collect();
     if let Some(node) = observed
         .pending_cleanup
         .iter()
         .find(|n| existing.contains(n.as_str()))
     {
+        // Cleanup rewrites SSTables: it starts only on a cluster proven Up/Normal everywhere.
+        if let Some(unverified) = all_nodes(desired, observed).find(|n| !n.is_verified_up_normal())
+        {
+            return Step::Wait {
+                reason: format!(
+                    "node {} is not verified Up/Normal by its pilot ({})",
+                    unverified.name,
+                    describe(unverified)
+                ),
+                next: format!("clean up {node} once every node is verified Up/Normal"),
+            };
+        }
         return Step::Cleanup {
             node: node.clone(),
             action_id: action_id(OperationKind::Cleanup, node, observed.generation),
@@ -467,16 +485,27 @@ fn wait_for_every_node(desired: &[DesiredPool], observed: &Observed) -> Option<S
     None
 }
 
-/// The schema's keyspaces, from the first node whose pilot read them.
-fn keyspaces<'a>(
-    desired: &'a [DesiredPool],
-    observed: &'a Observed,
-) -> Option<&'a [KeyspaceReplication]> {
-    all_nodes(desired, observed).find_map(|n| {
-        n.is_verified_up_normal()
-            .then_some(n.keyspaces.as_deref())
-            .flatten()
-    })
+/// The schema's keyspaces as every Up/Normal node's pilot read them, each keyspace with the
+/// highest replication factor any of them saw (a reading can be seconds old, and a schema change
+/// reaches the nodes one by one). Unknown unless at least one node has a reading.
+fn keyspaces(desired: &[DesiredPool], observed: &Observed) -> Option<Vec<KeyspaceReplication>> {
+    let mut merged: BTreeMap<&str, KeyspaceReplication> = BTreeMap::new();
+    let mut any = false;
+    for list in all_nodes(desired, observed)
+        .filter(|n| n.is_verified_up_normal())
+        .filter_map(|n| n.keyspaces.as_ref())
+    {
+        any = true;
+        for k in list {
+            merged
+                .entry(&k.name)
+                .and_modify(|m| {
+                    m.replication_factor = m.replication_factor.max(k.replication_factor)
+                })
+                .or_insert_with(|| k.clone());
+        }
+    }
+    any.then(|| merged.into_values().collect())
 }
 
 /// A scale-down the spec asks for that can never be safe: refused before anything is touched.
@@ -509,8 +538,8 @@ fn refuse_scale_down(desired: &[DesiredPool], observed: &Observed) -> Option<Ste
             too_replicated.join(", ")
         ),
         remedy: format!(
-            "keep at least {needed} nodes (set replicas back to {current} or to {needed} or more), \
-             or lower the keyspace's replication factor with ALTER KEYSPACE first"
+            "keep at least {needed} nodes (set replicas to {needed} or more; {current} now), or \
+             lower the keyspace's replication factor with ALTER KEYSPACE first"
         ),
     })
 }
@@ -520,7 +549,10 @@ fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &Desir
     let ordinal = current_replicas(observed, &pool.name) - 1;
     let wait = |reason: String| Step::Wait {
         reason,
-        next: format!("decommission node {ordinal} of pool {} once verified safe", pool.name),
+        next: format!(
+            "decommission node {ordinal} of pool {} once verified safe",
+            pool.name
+        ),
     };
     // Fail closed: every node's state must be proven by its pilot, not just its pod.
     if let Some(node) = all_nodes(desired, observed).find(|n| !n.is_verified_up_normal()) {
@@ -536,6 +568,12 @@ fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &Desir
     let Some(keyspaces) = keyspaces(desired, observed) else {
         return wait("no pilot has reported the keyspaces' replication yet".into());
     };
+    if let Some(node) = all_nodes(desired, observed).find(|n| n.keyspaces.is_none()) {
+        return wait(format!(
+            "the pilot of {} has not reported the keyspaces' replication",
+            node.name
+        ));
+    }
     let remaining: i32 = desired
         .iter()
         .map(|p| current_replicas(observed, &p.name))
@@ -577,7 +615,11 @@ fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &Desir
         pool: pool.name.clone(),
         ordinal,
         node: leaving.name.clone(),
-        action_id: action_id(OperationKind::Decommission, &leaving.name, observed.generation),
+        action_id: action_id(
+            OperationKind::Decommission,
+            &leaving.name,
+            observed.generation,
+        ),
         phase: DecommissionPhase::Start { force },
     }
 }
@@ -596,9 +638,7 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
         });
     };
     let leaving = obs.nodes.iter().find(|n| n.ordinal == op.ordinal);
-    let in_statefulset = obs
-        .statefulset_replicas
-        .is_some_and(|r| r > op.ordinal);
+    let in_statefulset = obs.statefulset_replicas.is_some_and(|r| r > op.ordinal);
     if !in_statefulset {
         if leaving.is_some() {
             return step(DecommissionPhase::AwaitPodGone);
@@ -607,7 +647,9 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
             Some(_) if observed.volume_policy == VolumePolicy::Delete => {
                 step(DecommissionPhase::ReleaseVolume { delete: true })
             }
-            Some(v) if !v.decommissioned => step(DecommissionPhase::ReleaseVolume { delete: false }),
+            Some(v) if !v.decommissioned => {
+                step(DecommissionPhase::ReleaseVolume { delete: false })
+            }
             _ => step(DecommissionPhase::Done),
         };
     }
@@ -920,7 +962,10 @@ mod tests {
     fn scale_down_waits_on_every_unknown() {
         let cases: Vec<(&str, Box<dyn Fn(&mut ObservedNode)>)> = vec![
             ("no current report", Box::new(|n| n.verified = None)),
-            ("leaving", Box::new(|n| n.verified = Some(VerifiedState::Leaving))),
+            (
+                "leaving",
+                Box::new(|n| n.verified = Some(VerifiedState::Leaving)),
+            ),
             ("keyspaces unknown", Box::new(|n| n.keyspaces = None)),
             ("data size unknown", Box::new(|n| n.data_bytes = None)),
             ("free disk unknown", Box::new(|n| n.free_disk_bytes = None)),
@@ -966,8 +1011,7 @@ mod tests {
                 percent: None,
             },
         );
-        observed.pools.get_mut("a").expect("pool").nodes[2].verified =
-            Some(VerifiedState::Leaving);
+        observed.pools.get_mut("a").expect("pool").nodes[2].verified = Some(VerifiedState::Leaving);
         // A spec change while streaming (scaled back up) does not interrupt it.
         for replicas in [2, 3, 5] {
             assert!(matches!(
@@ -1011,12 +1055,12 @@ mod tests {
             phase(plan(&desired(2), false, &observed)),
             DecommissionPhase::ReleaseVolume { delete: false }
         );
-        observed
-            .pools
-            .get_mut("a")
-            .expect("pool")
-            .volumes
-            .insert(2, VolumeState { decommissioned: true });
+        observed.pools.get_mut("a").expect("pool").volumes.insert(
+            2,
+            VolumeState {
+                decommissioned: true,
+            },
+        );
         assert_eq!(
             phase(plan(&desired(2), false, &observed)),
             DecommissionPhase::Done
@@ -1189,63 +1233,61 @@ mod tests {
             any::<bool>(),
             prop::collection::vec((0..4usize, 0..6i32), 0..3),
         )
-            .prop_map(
-                |(replicas, paused, pools, op, retain, cleanup)| {
-                    let desired = replicas
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| DesiredPool {
-                            name: format!("p{i}"),
-                            replicas: *r,
+            .prop_map(|(replicas, paused, pools, op, retain, cleanup)| {
+                let desired = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| DesiredPool {
+                        name: format!("p{i}"),
+                        replicas: *r,
+                    })
+                    .collect::<Vec<_>>();
+                let pools: BTreeMap<String, ObservedPool> = pools
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        p.map(|mut p| {
+                            let name = format!("p{i}");
+                            for n in &mut p.nodes {
+                                n.name = format!("{name}-{}", n.ordinal);
+                            }
+                            (name, p)
                         })
-                        .collect::<Vec<_>>();
-                    let pools: BTreeMap<String, ObservedPool> = pools
-                        .into_iter()
-                        .enumerate()
-                        .filter_map(|(i, p)| {
-                            p.map(|mut p| {
-                                let name = format!("p{i}");
-                                for n in &mut p.nodes {
-                                    n.name = format!("{name}-{}", n.ordinal);
-                                }
-                                (name, p)
-                            })
-                        })
-                        .collect();
-                    let generation = 7;
-                    let in_flight = op.map(|(kind, pool, ordinal, same_gen, action)| {
-                        let pool = format!("p{pool}");
-                        let node = format!("{pool}-{ordinal}");
-                        InFlight {
+                    })
+                    .collect();
+                let generation = 7;
+                let in_flight = op.map(|(kind, pool, ordinal, same_gen, action)| {
+                    let pool = format!("p{pool}");
+                    let node = format!("{pool}-{ordinal}");
+                    InFlight {
+                        kind,
+                        action_id: action_id(
                             kind,
-                            action_id: action_id(
-                                kind,
-                                &node,
-                                if same_gen { generation } else { generation - 1 },
-                            ),
-                            pool,
-                            ordinal,
-                            node,
-                            action,
-                        }
-                    });
-                    let observed = Observed {
-                        pools,
-                        generation,
-                        in_flight,
-                        pending_cleanup: cleanup
-                            .into_iter()
-                            .map(|(p, o)| format!("p{p}-{o}"))
-                            .collect(),
-                        volume_policy: if retain {
-                            VolumePolicy::Retain
-                        } else {
-                            VolumePolicy::Delete
-                        },
-                    };
-                    (desired, paused, observed)
-                },
-            )
+                            &node,
+                            if same_gen { generation } else { generation - 1 },
+                        ),
+                        pool,
+                        ordinal,
+                        node,
+                        action,
+                    }
+                });
+                let observed = Observed {
+                    pools,
+                    generation,
+                    in_flight,
+                    pending_cleanup: cleanup
+                        .into_iter()
+                        .map(|(p, o)| format!("p{p}-{o}"))
+                        .collect(),
+                    volume_policy: if retain {
+                        VolumePolicy::Retain
+                    } else {
+                        VolumePolicy::Delete
+                    },
+                };
+                (desired, paused, observed)
+            })
     }
 
     /// The node of `observed` a step names, if any.

@@ -94,10 +94,11 @@ CassandraClusters it watches. Shared by the ClusterRole and the watchNamespace R
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch", "update"]
-# Scale-down deletes the PVC of a node only after its decommission is verified.
+# Scale-down deletes (or, under storagePolicy.onScaleDown: Retain, annotates) the PVC of a node
+# only after its decommission is verified; patch also grows volumes when storage.size grows.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

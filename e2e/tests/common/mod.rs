@@ -58,4 +58,3 @@ impl Drop for NamespaceGuard {
             .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
     }
 }
-

@@ -30,8 +30,8 @@ use crate::planner::{
     self, CleanupPhase, DecommissionPhase, DesiredPool, InFlight, Observed, ObservedNode,
     ObservedPool, OperationKind, Step, VolumePolicy, VolumeState,
 };
-use stateward_proto::v1::{ActionSpec, CleanupAction, DecommissionAction, action_spec};
 use crate::tls;
+use stateward_proto::v1::{ActionSpec, CleanupAction, DecommissionAction, action_spec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -280,15 +280,12 @@ async fn observe(
             let report = ctx.pilots.report(ns, &pod_name);
             // The host ID outlives a report: a decommissioned node is still identified by the
             // one its pilot reported while it was a member.
-            let host_id = report
-                .as_ref()
-                .and_then(|r| r.host_id.clone())
-                .or_else(|| {
-                    previous_nodes
-                        .iter()
-                        .find(|n| n.name == pod_name)
-                        .and_then(|n| n.host_id.clone())
-                });
+            let host_id = report.as_ref().and_then(|r| r.host_id.clone()).or_else(|| {
+                previous_nodes
+                    .iter()
+                    .find(|n| n.name == pod_name)
+                    .and_then(|n| n.host_id.clone())
+            });
             let node = ObservedNode {
                 name: pod_name.clone(),
                 ordinal,

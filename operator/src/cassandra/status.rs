@@ -470,7 +470,15 @@ fn current_operation(
                     None,
                 ),
             };
-            Some(operation("Decommission", node, action_id, word, reason, next, progress))
+            Some(operation(
+                "Decommission",
+                node,
+                action_id,
+                word,
+                reason,
+                next,
+                progress,
+            ))
         }
         Step::Cleanup {
             node,

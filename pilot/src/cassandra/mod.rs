@@ -37,8 +37,10 @@ const ACTION_POLL: Duration = Duration::from_millis(500);
 /// most this often, and a reading older than [`KEYSPACES_STALE`] counts as unknown.
 const KEYSPACES_REFRESH: Duration = Duration::from_secs(5);
 const KEYSPACES_STALE: Duration = Duration::from_secs(30);
-/// Cassandra's replicated system keyspaces (user keyspaces come from `NonSystemKeyspaces`).
-const REPLICATED_SYSTEM_KEYSPACES: &[&str] = &["system_auth", "system_distributed", "system_traces"];
+/// Cassandra's replicated system keyspaces. `NonSystemKeyspaces` lists them beside the user
+/// keyspaces in 5.0; these names tell them apart.
+const REPLICATED_SYSTEM_KEYSPACES: &[&str] =
+    &["system_auth", "system_distributed", "system_traces"];
 
 pub struct Cassandra {
     jolokia: Jolokia,
@@ -150,26 +152,27 @@ impl Cassandra {
     }
 
     async fn read_keyspaces(&self, datacenter: &str) -> Result<Vec<CassandraKeyspace>, String> {
-        let user = self
+        let listed = self
             .jolokia
             .read(SS, "NonSystemKeyspaces", READ_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?;
-        let user: Vec<String> = user
+        let user: Vec<String> = listed
             .as_array()
-            .ok_or_else(|| format!("NonSystemKeyspaces: unexpected value {user}"))?
+            .ok_or_else(|| format!("NonSystemKeyspaces: unexpected value {listed}"))?
             .iter()
             .filter_map(Value::as_str)
             .map(str::to_string)
             .collect();
         let names: Vec<(String, bool)> = user
             .into_iter()
-            .map(|k| (k, false))
-            .chain(
-                REPLICATED_SYSTEM_KEYSPACES
-                    .iter()
-                    .map(|k| (k.to_string(), true)),
-            )
+            .chain(REPLICATED_SYSTEM_KEYSPACES.iter().map(|k| k.to_string()))
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .map(|k| {
+                let system = REPLICATED_SYSTEM_KEYSPACES.contains(&k.as_str());
+                (k, system)
+            })
             .collect();
         let reqs: Vec<Value> = names
             .iter()
@@ -201,6 +204,45 @@ impl Cassandra {
                 })
             })
             .collect()
+    }
+
+    /// Refuses (fails closed) unless every user keyspace keeps a node per replica in this
+    /// datacenter once this node has left, by a schema and ring read now.
+    async fn check_user_replication(&self) -> Result<(), String> {
+        let datacenter = self
+            .jolokia
+            .read(SNITCH, "Datacenter", READ_TIMEOUT)
+            .await
+            .map_err(|e| format!("reading the datacenter: {e}"))?;
+        let datacenter = datacenter.as_str().unwrap_or_default().to_string();
+        let keyspaces = self.read_keyspaces(&datacenter).await?;
+        let ring = self
+            .jolokia
+            .read(SS, "TokenToEndpointMap", READ_TIMEOUT)
+            .await
+            .map_err(|e| format!("reading the ring: {e}"))?;
+        let members: BTreeSet<String> = ring
+            .as_object()
+            .ok_or_else(|| format!("TokenToEndpointMap: unexpected value {ring}"))?
+            .values()
+            .filter_map(Value::as_str)
+            .map(norm_addr)
+            .collect();
+        let remaining = members.len().saturating_sub(1);
+        let too_few: Vec<String> = keyspaces
+            .iter()
+            .filter(|k| !k.system && k.replication_factor as usize > remaining)
+            .map(|k| format!("{} (RF {})", k.name, k.replication_factor))
+            .collect();
+        if too_few.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "refusing to decommission: {remaining} nodes would remain in the ring, fewer than \
+                 the replication factor of keyspace {} in {datacenter}",
+                too_few.join(", ")
+            ))
+        }
     }
 
     async fn observe_inner(&self) -> NodeStatus {
@@ -441,6 +483,12 @@ impl Cassandra {
         let mut exec = None;
         match initial.as_str() {
             "NORMAL" => {
+                // The last check before the point of no return, on a fresh schema reading: the
+                // operator decided on a reading up to seconds old, and `force` skips Cassandra's
+                // own replication check (needed for its system keyspaces only).
+                if let Err(refusal) = self.check_user_replication().await {
+                    return failed(refusal);
+                }
                 progress(format!("starting decommission (force={force})"), None);
                 let jolokia = self.jolokia.clone();
                 // The JMX call blocks until the node has left (minutes to hours); it runs
