@@ -248,11 +248,41 @@ pub enum Step {
         phase: CleanupPhase,
     },
     /// Nothing can safely happen now; `reason` says why, `next` what comes after.
-    Wait { reason: String, next: String },
+    Wait {
+        cause: WaitCause,
+        reason: String,
+        next: String,
+    },
     /// The spec asks for something the operator refuses (fails closed); nothing is touched.
     Blocked { reason: String, remedy: String },
     /// Everything matches the spec.
     Steady,
+}
+
+/// Why the planner waits, as a stable word for machines (Event actions); the wait's `reason`
+/// says it to people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitCause {
+    /// A StatefulSet has not yet observed its latest spec: bookkeeping, gone in a moment.
+    StatefulSetCatchingUp,
+    NodeMissing,
+    NodeNotReady,
+    NodeUnverified,
+    ReplicationUnknown,
+    DiskUnknown,
+}
+
+impl WaitCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitCause::StatefulSetCatchingUp => "StatefulSetCatchingUp",
+            WaitCause::NodeMissing => "NodeMissing",
+            WaitCause::NodeNotReady => "NodeNotReady",
+            WaitCause::NodeUnverified => "NodeUnverified",
+            WaitCause::ReplicationUnknown => "ReplicationUnknown",
+            WaitCause::DiskUnknown => "DiskUnknown",
+        }
+    }
 }
 
 impl Step {
@@ -352,6 +382,7 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
             .is_some_and(|o| !o.statefulset_current)
     }) {
         return Step::Wait {
+            cause: WaitCause::StatefulSetCatchingUp,
             reason: format!(
                 "StatefulSet of pool {} has not yet observed its latest spec",
                 pool.name
@@ -421,6 +452,7 @@ pub fn plan(desired: &[DesiredPool], paused: bool, observed: &Observed) -> Step 
         if let Some(unverified) = all_nodes(desired, observed).find(|n| !n.is_verified_up_normal())
         {
             return Step::Wait {
+                cause: WaitCause::NodeUnverified,
                 reason: format!(
                     "node {} is not verified Up/Normal by its pilot ({})",
                     unverified.name,
@@ -467,12 +499,14 @@ fn wait_for_every_node(desired: &[DesiredPool], observed: &Observed) -> Option<S
             match obs.nodes.iter().find(|n| n.ordinal == ordinal) {
                 None => {
                     return Some(Step::Wait {
+                        cause: WaitCause::NodeMissing,
                         reason: format!("node {ordinal} of pool {} has no pod yet", pool.name),
                         next: "wait for the StatefulSet to create the pod".into(),
                     });
                 }
                 Some(node) if !node.is_ready() => {
                     return Some(Step::Wait {
+                        cause: WaitCause::NodeNotReady,
                         reason: format!("node {} is not ready ({})", node.name, describe(node)),
                         next: "wait until every node is Up/Normal before changing the topology"
                             .into(),
@@ -547,7 +581,8 @@ fn refuse_scale_down(desired: &[DesiredPool], observed: &Observed) -> Option<Ste
 fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &DesiredPool) -> Step {
     let obs = &observed.pools[&pool.name];
     let ordinal = current_replicas(observed, &pool.name) - 1;
-    let wait = |reason: String| Step::Wait {
+    let wait = |cause: WaitCause, reason: String| Step::Wait {
+        cause,
         reason,
         next: format!(
             "decommission node {ordinal} of pool {} once verified safe",
@@ -556,23 +591,35 @@ fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &Desir
     };
     // Fail closed: every node's state must be proven by its pilot, not just its pod.
     if let Some(node) = all_nodes(desired, observed).find(|n| !n.is_verified_up_normal()) {
-        return wait(format!(
-            "node {} is not verified Up/Normal by its pilot ({})",
-            node.name,
-            describe(node)
-        ));
+        return wait(
+            WaitCause::NodeUnverified,
+            format!(
+                "node {} is not verified Up/Normal by its pilot ({})",
+                node.name,
+                describe(node)
+            ),
+        );
     }
     let Some(leaving) = obs.nodes.iter().find(|n| n.ordinal == ordinal) else {
-        return wait(format!("node {ordinal} of pool {} has no pod", pool.name));
+        return wait(
+            WaitCause::NodeMissing,
+            format!("node {ordinal} of pool {} has no pod", pool.name),
+        );
     };
     let Some(keyspaces) = keyspaces(desired, observed) else {
-        return wait("no pilot has reported the keyspaces' replication yet".into());
+        return wait(
+            WaitCause::ReplicationUnknown,
+            "no pilot has reported the keyspaces' replication yet".into(),
+        );
     };
     if let Some(node) = all_nodes(desired, observed).find(|n| n.keyspaces.is_none()) {
-        return wait(format!(
-            "the pilot of {} has not reported the keyspaces' replication",
-            node.name
-        ));
+        return wait(
+            WaitCause::ReplicationUnknown,
+            format!(
+                "the pilot of {} has not reported the keyspaces' replication",
+                node.name
+            ),
+        );
     }
     let remaining: i32 = desired
         .iter()
@@ -586,12 +633,18 @@ fn start_decommission(desired: &[DesiredPool], observed: &Observed, pool: &Desir
         .iter()
         .any(|k| i64::from(k.replication_factor) > i64::from(remaining));
     let Some(data) = leaving.data_bytes else {
-        return wait(format!("the data size of {} is not known", leaving.name));
+        return wait(
+            WaitCause::DiskUnknown,
+            format!("the data size of {} is not known", leaving.name),
+        );
     };
     let mut free: u64 = 0;
     for node in all_nodes(desired, observed).filter(|n| n.name != leaving.name) {
         let Some(f) = node.free_disk_bytes else {
-            return wait(format!("the free disk of {} is not known", node.name));
+            return wait(
+                WaitCause::DiskUnknown,
+                format!("the free disk of {} is not known", node.name),
+            );
         };
         free = free.saturating_add(f);
     }

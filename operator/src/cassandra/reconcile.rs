@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -28,7 +30,7 @@ use crate::pilot_client::ClientTls;
 use crate::pilots::PodAddress;
 use crate::planner::{
     self, CleanupPhase, DecommissionPhase, DesiredPool, InFlight, Observed, ObservedNode,
-    ObservedPool, OperationKind, Step, VolumePolicy, VolumeState,
+    ObservedPool, OperationKind, Step, VolumePolicy, VolumeState, WaitCause,
 };
 use crate::tls;
 use stateward_proto::v1::{ActionSpec, CleanupAction, DecommissionAction, action_spec};
@@ -156,7 +158,7 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
     });
     // The intent (operation, action ID, phase) is recorded before anything is done, so that a
     // restarted operator resumes the same operation instead of starting another.
-    record(&cluster, &ctx, &ns, new_status).await?;
+    record(&cluster, &ctx, &ns, &step, new_status).await?;
 
     match &step {
         Step::Paused | Step::Blocked { .. } => {}
@@ -746,41 +748,18 @@ async fn create_secret(
     }
 }
 
-/// Write the status when it changed, and publish an Event for every new step.
+/// Publish an Event for every new step and finished operation, then write the status when it
+/// changed. Events go first: a crash between the two repeats an Event (counted as a series)
+/// rather than losing it, since the restarted operator compares against the recorded status.
 async fn record(
     cluster: &CassandraCluster,
     ctx: &Context,
     ns: &str,
+    step: &Step,
     new_status: CassandraClusterStatus,
 ) -> Result<(), Error> {
-    let previous_op = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.current_operation.clone());
-    let changed = cluster.status.as_ref() != Some(&new_status);
-    if changed {
-        let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
-        ctx.writes.record("status");
-        // Server-side apply, not a merge patch: a field left out of the new status (an
-        // operation that finished) must disappear, or the next reconcile sees it again.
-        let patch = json!({
-            "apiVersion": CassandraCluster::api_version(&()),
-            "kind": CassandraCluster::kind(&()),
-            "status": new_status,
-        });
-        api.patch_status(
-            &cluster.name_any(),
-            &PatchParams::apply(&ctx.config.field_manager).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
-    }
-    let previous_history = cluster
-        .status
-        .as_ref()
-        .map(|s| s.history.as_slice())
-        .unwrap_or_default();
+    let previous = cluster.status.as_ref();
+    let previous_history = previous.map(|s| s.history.as_slice()).unwrap_or_default();
     // Finished operations first (what was verified), then the step now under way.
     let finished = new_status
         .history
@@ -794,30 +773,67 @@ async fn record(
             },
             reason: format!("{}{}", r.kind, r.result),
             note: Some(r.message.clone()),
-            action: r.kind.clone(),
-            secondary: None,
+            action: format!("{}{}", r.kind, r.result),
+            secondary: r.node.as_deref().map(|n| pod_reference(ns, n)),
         });
-    let step = step_event(
-        previous_op.as_ref(),
-        new_status.current_operation.as_ref(),
+    let step_event = step_event(
+        previous.and_then(|s| s.current_operation.as_ref()),
         &new_status,
+        step,
+        ns,
     );
-    for event in finished.chain(step) {
+    for event in finished.chain(step_event) {
         ctx.writes.record("Event");
         if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
             // An Event that cannot be written must not stop the reconcile.
             warn!(error = %e, "publishing event failed");
         }
     }
+
+    if previous == Some(&new_status) {
+        return Ok(());
+    }
+    let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
+    ctx.writes.record("status");
+    // Server-side apply, not a merge patch: a field left out of the new status (an operation
+    // that finished) must disappear, or the next reconcile sees it again.
+    let patch = json!({
+        "apiVersion": CassandraCluster::api_version(&()),
+        "kind": CassandraCluster::kind(&()),
+        "status": new_status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(&ctx.config.field_manager).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
     Ok(())
 }
 
+fn pod_reference(ns: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..ObjectReference::default()
+    }
+}
+
 /// The Event announcing a change of operation or phase, if anything changed.
+///
+/// The recorder folds Events with the same reason, action and related object into one series
+/// that keeps the first note; the action therefore names the phase (and why a wait waits) and
+/// the related object is the node's pod, so every distinct step stays its own Event.
 fn step_event(
     previous: Option<&CurrentOperation>,
-    current: Option<&CurrentOperation>,
     status: &CassandraClusterStatus,
+    step: &Step,
+    ns: &str,
 ) -> Option<Event> {
+    let current = status.current_operation.as_ref();
     let key = |op: Option<&CurrentOperation>| {
         op.map(|o| {
             (
@@ -831,17 +847,29 @@ fn step_event(
     if key(previous) == key(current) {
         return None;
     }
-    let event = |type_, reason: &str, note: String| Event {
+    if let Step::Wait {
+        cause: WaitCause::StatefulSetCatchingUp,
+        ..
+    } = step
+    {
+        // Follows every StatefulSet change for a moment; the status shows it, an Event is noise.
+        return None;
+    }
+    let related = current
+        .and_then(|op| op.node.as_deref())
+        .map(|n| pod_reference(ns, n));
+    let event = |type_, reason: &str, action: String, note: String| Event {
         type_,
         reason: reason.into(),
         note: Some(note),
-        action: reason.into(),
-        secondary: None,
+        action,
+        secondary: related.clone(),
     };
     Some(match current {
         None => event(
             EventType::Normal,
             "Reconciled",
+            "Reconciled".into(),
             format!(
                 "cluster matches the spec: {} nodes ready",
                 status.ready.as_deref().unwrap_or("?")
@@ -851,6 +879,7 @@ fn step_event(
             "Blocked" => event(
                 EventType::Warning,
                 "Refused",
+                "Refused".into(),
                 format!(
                     "{}; to resolve: {}",
                     op.blocked_reason.as_deref().unwrap_or(""),
@@ -860,6 +889,10 @@ fn step_event(
             "Waiting" => event(
                 EventType::Normal,
                 "Waiting",
+                match step {
+                    Step::Wait { cause, .. } => format!("{}Waiting{}", op.kind, cause.as_str()),
+                    _ => format!("{}Waiting", op.kind),
+                },
                 format!(
                     "{}: {}; next: {}",
                     op.kind,
@@ -870,6 +903,7 @@ fn step_event(
             _ => event(
                 EventType::Normal,
                 &op.kind,
+                format!("{}{}", op.kind, op.phase),
                 format!(
                     "{}{}; next: {}",
                     op.summary.as_deref().unwrap_or(&op.kind),
@@ -886,7 +920,118 @@ fn step_event(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_quantity;
+    use super::*;
+
+    fn status_with(
+        kind: &str,
+        node: &str,
+        phase: &str,
+        reason: Option<&str>,
+    ) -> CassandraClusterStatus {
+        CassandraClusterStatus {
+            current_operation: Some(CurrentOperation {
+                kind: kind.into(),
+                node: Some(node.into()),
+                phase: phase.into(),
+                blocked_reason: reason.map(str::to_string),
+                ..CurrentOperation::default()
+            }),
+            ..CassandraClusterStatus::default()
+        }
+    }
+
+    fn wait(cause: WaitCause) -> Step {
+        Step::Wait {
+            cause,
+            reason: "r".into(),
+            next: "n".into(),
+        }
+    }
+
+    /// The recorder merges Events by reason, action and related object and keeps the first
+    /// note: distinct steps must differ in one of them, or `kubectl describe` shows stale text.
+    #[test]
+    fn distinct_steps_make_distinct_events() {
+        let key = |e: &Event| (e.reason.clone(), e.action.clone(), e.secondary.clone());
+        let add = |node: &str| Step::AddNode {
+            pool: "main".into(),
+            ordinal: if node.ends_with('1') { 1 } else { 2 },
+        };
+        let first = status_with("ScaleUp", "c-main-1", "Running", None);
+        let second = status_with("ScaleUp", "c-main-2", "Running", None);
+        let a = step_event(None, &first, &add("c-main-1"), "ns").expect("event");
+        let b = step_event(
+            first.current_operation.as_ref(),
+            &second,
+            &add("c-main-2"),
+            "ns",
+        )
+        .expect("event");
+        assert_ne!(key(&a), key(&b));
+
+        let decommission = |phase| Step::Decommission {
+            pool: "main".into(),
+            ordinal: 2,
+            node: "c-main-2".into(),
+            action_id: "d".into(),
+            phase,
+        };
+        let starting = status_with("Decommission", "c-main-2", "Starting", None);
+        let streaming = status_with("Decommission", "c-main-2", "Streaming", None);
+        let a = step_event(
+            None,
+            &starting,
+            &decommission(DecommissionPhase::Start { force: false }),
+            "ns",
+        )
+        .expect("event");
+        let b = step_event(
+            starting.current_operation.as_ref(),
+            &streaming,
+            &decommission(DecommissionPhase::Streaming {
+                message: "streaming".into(),
+                percent: None,
+            }),
+            "ns",
+        )
+        .expect("event");
+        assert_ne!(key(&a), key(&b));
+        assert!(
+            step_event(
+                streaming.current_operation.as_ref(),
+                &streaming,
+                &decommission(DecommissionPhase::Streaming {
+                    message: "streaming".into(),
+                    percent: None,
+                }),
+                "ns"
+            )
+            .is_none(),
+            "an unchanged step is not announced again"
+        );
+
+        let missing = status_with("ScaleUp", "c-main-2", "Waiting", Some("no pod"));
+        let not_ready = status_with("ScaleUp", "c-main-2", "Waiting", Some("not ready"));
+        let a = step_event(None, &missing, &wait(WaitCause::NodeMissing), "ns").expect("event");
+        let b = step_event(
+            missing.current_operation.as_ref(),
+            &not_ready,
+            &wait(WaitCause::NodeNotReady),
+            "ns",
+        )
+        .expect("event");
+        assert_ne!(key(&a), key(&b));
+        assert!(
+            step_event(
+                None,
+                &missing,
+                &wait(WaitCause::StatefulSetCatchingUp),
+                "ns"
+            )
+            .is_none(),
+            "the StatefulSet catching up is not worth an Event"
+        );
+    }
 
     #[test]
     fn quantities() {

@@ -101,7 +101,7 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
                 ordinal + 1
             ),
         ),
-        Step::Wait { reason, next } => (
+        Step::Wait { reason, next, .. } => (
             "True",
             "Waiting",
             format!("waiting: {reason}; next: {next}"),
@@ -536,7 +536,7 @@ fn current_operation(
                 progress: None,
             })
         }
-        Step::Wait { reason, next } => {
+        Step::Wait { reason, next, .. } => {
             // A wait continues the operation that caused it (for example a node being added).
             let (kind, node, action_id) = previous
                 .filter(|p| p.phase != "Blocked")
@@ -686,6 +686,7 @@ mod tests {
         };
         let first = build(inputs(&add, None));
         let wait = Step::Wait {
+            cause: crate::planner::WaitCause::NodeNotReady,
             reason: "node demo-main-2 is not ready".into(),
             next: "wait".into(),
         };
