@@ -1013,15 +1013,13 @@ mod tests {
 
     #[test]
     fn scale_down_waits_on_every_unknown() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ObservedNode)>)> = vec![
-            ("no current report", Box::new(|n| n.verified = None)),
-            (
-                "leaving",
-                Box::new(|n| n.verified = Some(VerifiedState::Leaving)),
-            ),
-            ("keyspaces unknown", Box::new(|n| n.keyspaces = None)),
-            ("data size unknown", Box::new(|n| n.data_bytes = None)),
-            ("free disk unknown", Box::new(|n| n.free_disk_bytes = None)),
+        type MakeUnknown = fn(&mut ObservedNode);
+        let cases: [(&str, MakeUnknown); 5] = [
+            ("no current report", |n| n.verified = None),
+            ("leaving", |n| n.verified = Some(VerifiedState::Leaving)),
+            ("keyspaces unknown", |n| n.keyspaces = None),
+            ("data size unknown", |n| n.data_bytes = None),
+            ("free disk unknown", |n| n.free_disk_bytes = None),
         ];
         for (what, change) in cases {
             let mut observed = healthy(3, 2);
