@@ -395,7 +395,26 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         "{:?}",
         s.history
     );
+    for record in history_of(&s, "Cleanup") {
+        // The pilot's verification of the cleanup it ran, keyspace by keyspace.
+        assert!(
+            record.message.contains("cleanup of keyspace app completed"),
+            "{record:?}"
+        );
+    }
     assert_eq!(history_of(&s, "Decommission").len(), 1);
+    let describe = cluster.kubectl(&["describe", "cass", "-n", &ns, CLUSTER])?;
+    for expected in [
+        "ScaleUp ring-main-2: Running",
+        "Cleanup ring-main-0: Starting",
+        "Cleanup ring-main-1: Starting",
+        "CleanupSucceeded",
+    ] {
+        assert!(
+            describe.contains(expected),
+            "describe lacks {expected}: {describe}"
+        );
+    }
     assert_rows_readable(&client, &ns).await?;
 
     operator.kill()?;

@@ -87,7 +87,16 @@ impl PilotRegistry {
 /// The planner's reading of an action's state.
 fn progress_of(state: &ActionState) -> ActionProgress {
     match state.phase() {
-        ActionPhase::Succeeded => ActionProgress::Succeeded,
+        ActionPhase::Succeeded => ActionProgress::Succeeded {
+            verified: state
+                .result
+                .iter()
+                .flat_map(|r| &r.verifications)
+                .filter(|v| v.passed)
+                .map(|v| v.check.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
         ActionPhase::Failed => ActionProgress::Failed {
             error: state
                 .result

@@ -110,8 +110,8 @@ pub enum ActionProgress {
         message: String,
         percent: Option<u32>,
     },
-    /// The pilot verified the action's intended end state.
-    Succeeded,
+    /// The pilot verified the action's intended end state; `verified` lists its checks.
+    Succeeded { verified: String },
     /// The action failed or its end state could not be verified.
     Failed { error: String },
     /// The pilot could not be asked (unreachable, pod gone, ...): fail closed.
@@ -215,7 +215,10 @@ pub enum CleanupPhase {
         message: String,
         percent: Option<u32>,
     },
-    Done,
+    /// Finished; `verified` says what proves it.
+    Done {
+        verified: String,
+    },
     Failed {
         error: String,
     },
@@ -758,7 +761,7 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
             message: message.clone(),
             percent: *percent,
         }),
-        ActionProgress::Succeeded => {
+        ActionProgress::Succeeded { .. } => {
             let Some(leaving) = leaving else {
                 return step(DecommissionPhase::Verifying {
                     reason: format!("pod {} is gone before the StatefulSet shrank", op.node),
@@ -808,7 +811,9 @@ fn continue_cleanup(observed: &Observed, op: &InFlight) -> Step {
         .and_then(|p| p.nodes.iter().find(|n| n.ordinal == op.ordinal));
     match &op.action {
         // The node went away (scaled down): nothing is left to clean.
-        _ if node.is_none() => step(CleanupPhase::Done),
+        _ if node.is_none() => step(CleanupPhase::Done {
+            verified: format!("{} is no longer in the cluster", op.node),
+        }),
         ActionProgress::Unknown { why } => step(CleanupPhase::Unknown { why: why.clone() }),
         ActionProgress::NotStarted => {
             if node.is_some_and(ObservedNode::is_verified_up_normal) {
@@ -823,7 +828,9 @@ fn continue_cleanup(observed: &Observed, op: &InFlight) -> Step {
             message: message.clone(),
             percent: *percent,
         }),
-        ActionProgress::Succeeded => step(CleanupPhase::Done),
+        ActionProgress::Succeeded { verified } => step(CleanupPhase::Done {
+            verified: verified.clone(),
+        }),
         ActionProgress::Failed { error } => step(CleanupPhase::Failed {
             error: error.clone(),
         }),
@@ -904,6 +911,12 @@ mod tests {
             pools: [("a".to_string(), pool)].into(),
             generation: 7,
             ..Default::default()
+        }
+    }
+
+    fn succeeded() -> ActionProgress {
+        ActionProgress::Succeeded {
+            verified: "checked".into(),
         }
     }
 
@@ -1071,7 +1084,7 @@ mod tests {
             ));
         }
 
-        in_flight(&mut observed, ActionProgress::Succeeded);
+        in_flight(&mut observed, succeeded());
         // The pilot's success alone is not enough: the node's own view must agree...
         assert!(matches!(
             phase(plan(&desired(2), false, &observed)),
@@ -1162,12 +1175,12 @@ mod tests {
             ordinal: 0,
             node: "c-a-0".into(),
             action_id: "cleanup-c-a-0-g7".into(),
-            action: ActionProgress::Succeeded,
+            action: succeeded(),
         });
         assert!(matches!(
             plan(&desired(3), false, &observed),
             Step::Cleanup {
-                phase: CleanupPhase::Done,
+                phase: CleanupPhase::Done { .. },
                 ..
             }
         ));
@@ -1182,7 +1195,7 @@ mod tests {
                 message: "m".into(),
                 percent: None
             }),
-            Just(ActionProgress::Succeeded),
+            Just(succeeded()),
             Just(ActionProgress::Failed { error: "e".into() }),
             Just(ActionProgress::Unknown { why: "w".into() }),
         ]
@@ -1394,7 +1407,8 @@ mod tests {
                 if after < before {
                     let op = observed.in_flight.as_ref().expect("shrink only inside an operation");
                     prop_assert_eq!(op.kind, OperationKind::Decommission);
-                    prop_assert_eq!(&op.action, &ActionProgress::Succeeded);
+                    let succeeded = matches!(op.action, ActionProgress::Succeeded { .. });
+                    prop_assert!(succeeded, "shrink before the action succeeded");
                     prop_assert_eq!(after, op.ordinal);
                     let leaving = find_node(&observed, &op.node).expect("leaving node observed");
                     prop_assert_eq!(leaving.verified, Some(VerifiedState::Decommissioned));
@@ -1530,7 +1544,7 @@ mod tests {
                                 for n in &mut pool.nodes {
                                     if let Some(r) = n.ring.as_mut() { r.remove(&host); }
                                 }
-                                Some(ActionProgress::Succeeded)
+                                Some(succeeded())
                             }
                             DecommissionPhase::Shrink => {
                                 pool.statefulset_replicas = Some(ordinal);
@@ -1551,7 +1565,7 @@ mod tests {
                             }
                             other => { prop_assert!(false, "unexpected {:?}", other); None }
                         };
-                        let action = progress.unwrap_or(ActionProgress::Succeeded);
+                        let action = progress.unwrap_or(succeeded());
                         observed.in_flight = Some(InFlight {
                             kind: OperationKind::Decommission, pool: "a".into(), ordinal, node, action_id, action,
                         });

@@ -869,7 +869,8 @@ fn step_event(
         None => event(
             EventType::Normal,
             "Reconciled",
-            "Reconciled".into(),
+            // Per size, so a later match at another size is not folded into this one's note.
+            format!("ReconciledWith{}Nodes", status.ready_replicas),
             format!(
                 "cluster matches the spec: {} nodes ready",
                 status.ready.as_deref().unwrap_or("?")

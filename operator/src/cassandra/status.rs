@@ -326,12 +326,12 @@ fn finished_operation(
             action_id,
             phase,
         } => match phase {
-            CleanupPhase::Done => (
+            CleanupPhase::Done { verified } => (
                 "Cleanup",
                 node,
                 action_id,
                 "Succeeded",
-                format!("{node} dropped the data it no longer owns"),
+                format!("{node} dropped the data it no longer owns; verified: {verified}"),
             ),
             CleanupPhase::Failed { error } => (
                 "Cleanup",
@@ -486,7 +486,7 @@ fn current_operation(
             phase,
         } => {
             let (word, reason, progress) = match phase {
-                CleanupPhase::Done | CleanupPhase::Failed { .. } => return None,
+                CleanupPhase::Done { .. } | CleanupPhase::Failed { .. } => return None,
                 CleanupPhase::Start => ("Starting", None, None),
                 CleanupPhase::Running { message, percent } => (
                     "Running",

@@ -676,6 +676,15 @@ impl Cassandra {
         } else {
             keyspaces
         };
+        if keyspaces.is_empty() {
+            // No user keyspace: nothing holds data this node could have stopped owning.
+            return verified(vec![Verification {
+                check: "no user keyspace holds data to clean up".into(),
+                method: format!("Jolokia read {SS} NonSystemKeyspaces"),
+                observed: "only system keyspaces".into(),
+                passed: true,
+            }]);
+        }
         let mut checks = Vec::new();
         let n = keyspaces.len().max(1);
         for (i, ks) in keyspaces.iter().enumerate() {
