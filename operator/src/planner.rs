@@ -146,6 +146,9 @@ impl OperationKind {
 /// of its node now says of its action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InFlight {
+    /// The status recorded a verified removal (the StatefulSet shrink or later): the node left
+    /// the ring by both views before the operator removed it.
+    pub removal_verified: bool,
     pub kind: OperationKind,
     pub pool: String,
     pub ordinal: i32,
@@ -288,6 +291,19 @@ impl WaitCause {
     }
 }
 
+impl DecommissionPhase {
+    /// The node left the ring by both views and is being (or was) removed.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            DecommissionPhase::Shrink
+                | DecommissionPhase::AwaitPodGone
+                | DecommissionPhase::ReleaseVolume { .. }
+                | DecommissionPhase::Done
+        )
+    }
+}
+
 impl Step {
     /// Whether this step changes the database topology or its data placement.
     pub fn is_disruptive(&self) -> bool {
@@ -343,6 +359,13 @@ pub fn statefulset_replicas(observed: &Observed, step: &Step, pool: &str) -> i32
             phase: DecommissionPhase::Shrink,
             ..
         } if target == pool && current == ordinal + 1 => *ordinal,
+        // Until a decommission is verified its node stays in the StatefulSet, whoever shrank it.
+        Step::Decommission {
+            pool: target,
+            ordinal,
+            phase,
+            ..
+        } if target == pool && !phase.is_removal() => current.max(ordinal + 1),
         _ => current,
     }
 }
@@ -695,6 +718,18 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
     };
     let leaving = obs.nodes.iter().find(|n| n.ordinal == op.ordinal);
     let in_statefulset = obs.statefulset_replicas.is_some_and(|r| r > op.ordinal);
+    if !in_statefulset && !op.removal_verified {
+        // Shrunk by someone else before both views confirmed the node left: its data may be
+        // the only copy of what it did not stream yet. Keep the volume; the act phase restores
+        // the StatefulSet and the decommission resumes on the same data.
+        return step(DecommissionPhase::Unknown {
+            why: format!(
+                "the StatefulSet no longer includes {} but its decommission was not verified (a \
+                 change outside the operator); its volume is kept and the StatefulSet restored",
+                op.node
+            ),
+        });
+    }
     if !in_statefulset {
         if leaving.is_some() {
             return step(DecommissionPhase::AwaitPodGone);
@@ -726,36 +761,32 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
             }
         }
         ActionProgress::NotStarted => {
-            // Recorded but never received (the operator stopped in between): start it, but only
-            // if it is still safe.
-            let unsafe_node = all_nodes(desired, observed)
-                .chain(leaving)
-                .find(|n| !n.is_verified_up_normal());
-            if let Some(node) = unsafe_node {
-                return step(DecommissionPhase::Pending {
-                    reason: format!(
-                        "the decommission is recorded but not started, and node {} is not \
-                         verified Up/Normal ({})",
-                        node.name,
-                        describe(node)
-                    ),
+            // Recorded but never received (the operator stopped in between): nothing happened
+            // yet, so start it only if the spec still asks for it and every pre-check passes
+            // again now.
+            let Some(pool) = desired.iter().find(|p| p.name == op.pool) else {
+                return step(DecommissionPhase::Abandoned {
+                    error: format!("pool {} is no longer in the spec; never started", op.pool),
                 });
+            };
+            match start_decommission(desired, observed, pool) {
+                Step::Decommission {
+                    ordinal,
+                    phase: DecommissionPhase::Start { force },
+                    ..
+                } if ordinal == op.ordinal && pool.replicas <= op.ordinal => {
+                    step(DecommissionPhase::Start { force })
+                }
+                Step::Wait { reason, .. } if pool.replicas <= op.ordinal => {
+                    step(DecommissionPhase::Pending { reason })
+                }
+                other => step(DecommissionPhase::Abandoned {
+                    error: match other {
+                        Step::Blocked { reason, .. } => format!("never started: {reason}"),
+                        _ => "the spec no longer asks for this node to leave; never started".into(),
+                    },
+                }),
             }
-            if leaving.is_none() {
-                return step(DecommissionPhase::Pending {
-                    reason: format!("pod {} does not exist", op.node),
-                });
-            }
-            let remaining: i32 = desired
-                .iter()
-                .map(|p| current_replicas(observed, &p.name))
-                .sum::<i32>()
-                - 1;
-            let force = keyspaces(desired, observed).is_none_or(|ks| {
-                ks.iter()
-                    .any(|k| i64::from(k.replication_factor) > i64::from(remaining))
-            });
-            step(DecommissionPhase::Start { force })
         }
         ActionProgress::Running { message, percent } => step(DecommissionPhase::Streaming {
             message: message.clone(),
@@ -784,7 +815,10 @@ fn continue_decommission(desired: &[DesiredPool], observed: &Observed, op: &InFl
             let witness = all_nodes(desired, observed).find(|n| {
                 n.name != op.node
                     && n.is_verified_up_normal()
-                    && n.ring.as_ref().is_some_and(|r| !r.contains(host_id))
+                    // A ring that lacks the witness itself is no proof (an empty or failed read).
+                    && n.ring.as_ref().is_some_and(|r| {
+                        n.host_id.as_ref().is_some_and(|own| r.contains(own)) && !r.contains(host_id)
+                    })
             });
             if witness.is_none() {
                 return step(DecommissionPhase::Verifying {
@@ -805,11 +839,16 @@ fn continue_cleanup(observed: &Observed, op: &InFlight) -> Step {
         action_id: op.action_id.clone(),
         phase,
     };
-    let node = observed
-        .pools
-        .get(&op.pool)
-        .and_then(|p| p.nodes.iter().find(|n| n.ordinal == op.ordinal));
+    let pool = observed.pools.get(&op.pool);
+    let node = pool.and_then(|p| p.nodes.iter().find(|n| n.ordinal == op.ordinal));
+    let in_statefulset = pool
+        .and_then(|p| p.statefulset_replicas)
+        .is_some_and(|r| r > op.ordinal);
     match &op.action {
+        // A pod missing for a moment (evicted, restarting) still owes its cleanup.
+        _ if node.is_none() && in_statefulset => step(CleanupPhase::Unknown {
+            why: format!("pod {} does not exist right now", op.node),
+        }),
         // The node went away (scaled down): nothing is left to clean.
         _ if node.is_none() => step(CleanupPhase::Done {
             verified: format!("{} is no longer in the cluster", op.node),
@@ -922,6 +961,7 @@ mod tests {
 
     fn in_flight(observed: &mut Observed, action: ActionProgress) {
         observed.in_flight = Some(InFlight {
+            removal_verified: false,
             kind: OperationKind::Decommission,
             pool: "a".into(),
             ordinal: 2,
@@ -1067,6 +1107,11 @@ mod tests {
             phase(plan(&desired(2), false, &observed)),
             DecommissionPhase::Start { force: true }
         );
+        // Recorded but never started, and the spec no longer asks for it: dropped untouched.
+        assert!(matches!(
+            phase(plan(&desired(3), false, &observed)),
+            DecommissionPhase::Abandoned { .. }
+        ));
 
         in_flight(
             &mut observed,
@@ -1097,6 +1142,12 @@ mod tests {
             phase(plan(&desired(2), false, &observed)),
             DecommissionPhase::Verifying { .. }
         ));
+        // An empty ring (a failed read) proves nothing: it must at least hold the witness.
+        observed.pools.get_mut("a").expect("pool").nodes[1].ring = Some(BTreeSet::new());
+        assert!(matches!(
+            phase(plan(&desired(2), false, &observed)),
+            DecommissionPhase::Verifying { .. }
+        ));
         let ring: BTreeSet<String> = ["h0".to_string(), "h1".to_string()].into();
         observed.pools.get_mut("a").expect("pool").nodes[1].ring = Some(ring);
         let step = plan(&desired(2), false, &observed);
@@ -1105,6 +1156,17 @@ mod tests {
 
         let pool = observed.pools.get_mut("a").expect("pool");
         pool.statefulset_replicas = Some(2);
+        // Shrunk before the status recorded the verified removal (by someone else): the node
+        // and its volume stay, and the StatefulSet is restored.
+        let step = plan(&desired(2), false, &observed);
+        assert!(matches!(
+            phase(step.clone()),
+            DecommissionPhase::Unknown { .. }
+        ));
+        assert_eq!(statefulset_replicas(&observed, &step, "a"), 3);
+        if let Some(op) = observed.in_flight.as_mut() {
+            op.removal_verified = true;
+        }
         assert_eq!(
             phase(plan(&desired(2), false, &observed)),
             DecommissionPhase::AwaitPodGone
@@ -1170,6 +1232,7 @@ mod tests {
             }
         );
         observed.in_flight = Some(InFlight {
+            removal_verified: false,
             kind: OperationKind::Cleanup,
             pool: "a".into(),
             ordinal: 0,
@@ -1181,6 +1244,20 @@ mod tests {
             plan(&desired(3), false, &observed),
             Step::Cleanup {
                 phase: CleanupPhase::Done { .. },
+                ..
+            }
+        ));
+        // A pod missing for a moment still owes its cleanup: not done, not forgotten.
+        if let Some(op) = observed.in_flight.as_mut() {
+            op.action = ActionProgress::Unknown {
+                why: "pod gone".into(),
+            };
+        }
+        observed.pools.get_mut("a").expect("pool").nodes.remove(0);
+        assert!(matches!(
+            plan(&desired(3), false, &observed),
+            Step::Cleanup {
+                phase: CleanupPhase::Unknown { .. },
                 ..
             }
         ));
@@ -1293,6 +1370,7 @@ mod tests {
                 0..6i32,
                 any::<bool>(),
                 arb_progress(),
+                any::<bool>(),
             )),
             any::<bool>(),
             prop::collection::vec((0..4usize, 0..6i32), 0..3),
@@ -1320,22 +1398,25 @@ mod tests {
                     })
                     .collect();
                 let generation = 7;
-                let in_flight = op.map(|(kind, pool, ordinal, same_gen, action)| {
-                    let pool = format!("p{pool}");
-                    let node = format!("{pool}-{ordinal}");
-                    InFlight {
-                        kind,
-                        action_id: action_id(
+                let in_flight = op.map(
+                    |(kind, pool, ordinal, same_gen, action, removal_verified)| {
+                        let pool = format!("p{pool}");
+                        let node = format!("{pool}-{ordinal}");
+                        InFlight {
+                            removal_verified,
                             kind,
-                            &node,
-                            if same_gen { generation } else { generation - 1 },
-                        ),
-                        pool,
-                        ordinal,
-                        node,
-                        action,
-                    }
-                });
+                            action_id: action_id(
+                                kind,
+                                &node,
+                                if same_gen { generation } else { generation - 1 },
+                            ),
+                            pool,
+                            ordinal,
+                            node,
+                            action,
+                        }
+                    },
+                );
                 let observed = Observed {
                     pools,
                     generation,
@@ -1403,6 +1484,16 @@ mod tests {
             for d in &desired {
                 let before = observed.pools.get(&d.name).and_then(|p| p.statefulset_replicas).unwrap_or(0);
                 let after = statefulset_replicas(&observed, &step, &d.name);
+                if let Step::Decommission { pool, ordinal, phase, .. } = &step
+                    && pool == &d.name
+                    && !phase.is_removal()
+                    && after > before
+                {
+                    // Restoring a StatefulSet shrunk by someone else mid-decommission: back to
+                    // the recorded node, never beyond it.
+                    prop_assert_eq!(after, ordinal + 1);
+                    continue;
+                }
                 changed += (after - before).abs();
                 if after < before {
                     let op = observed.in_flight.as_ref().expect("shrink only inside an operation");
@@ -1416,12 +1507,30 @@ mod tests {
                     let witnessed = observed.pools.values().flat_map(|p| p.nodes.iter()).any(|n| {
                         n.name != op.node
                             && n.is_verified_up_normal()
-                            && n.ring.as_ref().is_some_and(|r| !r.contains(&host))
+                            && n.ring.as_ref().is_some_and(|r| {
+                                n.host_id.as_ref().is_some_and(|own| r.contains(own)) && !r.contains(&host)
+                            })
                     });
                     prop_assert!(witnessed);
                 }
             }
             prop_assert!(changed <= 1);
+        }
+
+        /// A node leaves the StatefulSet, and its volume is released, only after the status
+        /// recorded its verified removal; a StatefulSet shrunk by anyone else is restored.
+        #[test]
+        fn never_removes_a_node_before_its_recorded_verification((desired, paused, observed) in arb_case()) {
+            let step = plan(&desired, paused, &observed);
+            if let Step::Decommission { phase, pool, ordinal, .. } = &step {
+                let op = observed.in_flight.as_ref();
+                if matches!(phase, DecommissionPhase::AwaitPodGone | DecommissionPhase::ReleaseVolume { .. }) {
+                    prop_assert!(op.is_some_and(|o| o.removal_verified), "{:?}", step);
+                }
+                if !phase.is_removal() && op.is_some_and(|o| !o.removal_verified) {
+                    prop_assert!(statefulset_replicas(&observed, &step, pool) > *ordinal);
+                }
+            }
         }
 
         /// While an operation is recorded, no step touches another node or starts anything else.
@@ -1537,7 +1646,7 @@ mod tests {
                         break;
                     }
                     Step::Decommission { ordinal, node, action_id, phase, .. } => {
-                        let progress = match phase {
+                        let progress = match &phase {
                             DecommissionPhase::Start { .. } => {
                                 pool.nodes[ordinal as usize].verified = Some(VerifiedState::Decommissioned);
                                 let host = format!("h{ordinal}");
@@ -1566,8 +1675,13 @@ mod tests {
                             other => { prop_assert!(false, "unexpected {:?}", other); None }
                         };
                         let action = progress.unwrap_or(succeeded());
+                        // What the status records: the shrink and later phases are "Removing".
+                        let removal_verified = matches!(
+                            phase,
+                            DecommissionPhase::Shrink | DecommissionPhase::AwaitPodGone | DecommissionPhase::ReleaseVolume { .. }
+                        );
                         observed.in_flight = Some(InFlight {
-                            kind: OperationKind::Decommission, pool: "a".into(), ordinal, node, action_id, action,
+                            removal_verified, kind: OperationKind::Decommission, pool: "a".into(), ordinal, node, action_id, action,
                         });
                     }
                     other => prop_assert!(false, "unexpected step {:?}", other),

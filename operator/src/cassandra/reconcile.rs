@@ -29,8 +29,8 @@ use crate::labels;
 use crate::pilot_client::ClientTls;
 use crate::pilots::PodAddress;
 use crate::planner::{
-    self, CleanupPhase, DecommissionPhase, DesiredPool, InFlight, Observed, ObservedNode,
-    ObservedPool, OperationKind, Step, VolumePolicy, VolumeState, WaitCause,
+    self, ActionProgress, CleanupPhase, DecommissionPhase, DesiredPool, InFlight, Observed,
+    ObservedNode, ObservedPool, OperationKind, Step, VolumePolicy, VolumeState, WaitCause,
 };
 use crate::tls;
 use stateward_proto::v1::{ActionSpec, CleanupAction, DecommissionAction, action_spec};
@@ -73,11 +73,9 @@ struct Observation {
     pools: Vec<PoolStatus>,
 }
 
-/// The operation recorded in the status, if it is one the planner carries to its end.
-fn recorded_operation(
-    cluster: &CassandraCluster,
-    names: &Names,
-) -> Option<(OperationKind, String, i32, String, String)> {
+/// The operation recorded in the status, if it is one the planner carries to its end; its
+/// `action` is filled in from the pilot afterwards.
+fn recorded_operation(cluster: &CassandraCluster, names: &Names) -> Option<InFlight> {
     let op = cluster.status.as_ref()?.current_operation.as_ref()?;
     let kind = OperationKind::parse(&op.kind)?;
     let node = op.node.clone()?;
@@ -96,7 +94,16 @@ fn recorded_operation(
             Some((p.name.clone(), ordinal))
         })
         .unwrap_or_default();
-    Some((kind, pool, ordinal, node, action_id))
+    Some(InFlight {
+        // The status words of the phases after both views confirmed the node left the ring.
+        removal_verified: matches!(op.phase.as_str(), "Removing" | "ReleasingVolume"),
+        kind,
+        pool,
+        ordinal,
+        node,
+        action_id,
+        action: ActionProgress::NotStarted,
+    })
 }
 
 pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -158,7 +165,9 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
     });
     // The intent (operation, action ID, phase) is recorded before anything is done, so that a
     // restarted operator resumes the same operation instead of starting another.
-    record(&cluster, &ctx, &ns, &step, new_status).await?;
+    if !record(&cluster, &ctx, &ns, &step, new_status).await? {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     match &step {
         Step::Paused | Step::Blocked { .. } => {}
@@ -217,26 +226,19 @@ async fn observe(
         },
         ..Observed::default()
     };
-    if let Some((kind, pool, ordinal, node, action_id)) = recorded_operation(cluster, names) {
-        let action = ctx
+    if let Some(mut op) = recorded_operation(cluster, names) {
+        op.action = ctx
             .pilots
             .action(
                 PilotAddress {
                     namespace: ns,
                     cluster: &names.cluster,
-                    pod: &node,
+                    pod: &op.node,
                 },
-                &action_id,
+                &op.action_id,
             )
             .await;
-        planner_view.in_flight = Some(InFlight {
-            kind,
-            pool,
-            ordinal,
-            node,
-            action_id,
-            action,
-        });
+        planner_view.in_flight = Some(op);
     }
     let mut nodes = Vec::new();
     let mut pools = Vec::new();
@@ -748,17 +750,52 @@ async fn create_secret(
     }
 }
 
-/// Publish an Event for every new step and finished operation, then write the status when it
-/// changed. Events go first: a crash between the two repeats an Event (counted as a series)
-/// rather than losing it, since the restarted operator compares against the recorded status.
+/// Write the status when it changed, then publish an Event for every new step and finished
+/// operation. Returns false when the cluster object this reconcile planned on was stale (the
+/// conditional write was refused): nothing is announced and nothing may be done.
 async fn record(
     cluster: &CassandraCluster,
     ctx: &Context,
     ns: &str,
     step: &Step,
     new_status: CassandraClusterStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let previous = cluster.status.as_ref();
+    if previous != Some(&new_status) {
+        let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
+        ctx.writes.record("status");
+        // Server-side apply, not a merge patch: a field left out of the new status (an
+        // operation that finished) must disappear, or the next reconcile sees it again. The
+        // resourceVersion makes the write conditional: a reconcile that ran on a cached copy
+        // older than the last recorded intent must not overwrite that intent.
+        let patch = json!({
+            "apiVersion": CassandraCluster::api_version(&()),
+            "kind": CassandraCluster::kind(&()),
+            "metadata": { "resourceVersion": cluster.metadata.resource_version },
+            "status": new_status,
+        });
+        match api
+            .patch_status(
+                &cluster.name_any(),
+                &PatchParams::apply(&ctx.config.field_manager).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                info!(cluster = %cluster.name_any(), "planned on a stale copy; re-planning");
+                return Ok(false);
+            }
+            Err(e) => {
+                return Err(Error::Kube {
+                    what: format!("updating status of {ns}/{}", cluster.name_any()),
+                    source: e,
+                });
+            }
+        }
+    }
+
     let previous_history = previous.map(|s| s.history.as_slice()).unwrap_or_default();
     // Finished operations first (what was verified), then the step now under way.
     let finished = new_status
@@ -789,27 +826,7 @@ async fn record(
             warn!(error = %e, "publishing event failed");
         }
     }
-
-    if previous == Some(&new_status) {
-        return Ok(());
-    }
-    let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), ns);
-    ctx.writes.record("status");
-    // Server-side apply, not a merge patch: a field left out of the new status (an operation
-    // that finished) must disappear, or the next reconcile sees it again.
-    let patch = json!({
-        "apiVersion": CassandraCluster::api_version(&()),
-        "kind": CassandraCluster::kind(&()),
-        "status": new_status,
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(&ctx.config.field_manager).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .context(|| format!("updating status of {ns}/{}", cluster.name_any()))?;
-    Ok(())
+    Ok(true)
 }
 
 fn pod_reference(ns: &str, name: &str) -> ObjectReference {

@@ -231,7 +231,9 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
         .map(|s| s.pending_cleanup.clone())
         .unwrap_or_default();
     if let Some(record) = finished {
-        if record.kind == "Cleanup" {
+        // A node leaves the list when its cleanup finished or it was decommissioned, never just
+        // because its pod is missing for a moment (the cleanup would be lost).
+        if record.kind == "Cleanup" || record.kind == "Decommission" {
             pending_cleanup.retain(|n| Some(n) != record.node.as_ref());
         }
         history.push(record);
@@ -248,7 +250,6 @@ pub fn build(inputs: StatusInputs<'_>) -> CassandraClusterStatus {
             }
         }
     }
-    pending_cleanup.retain(|n| inputs.nodes.iter().any(|node| &node.name == n));
 
     CassandraClusterStatus {
         observed_generation: inputs.generation,
