@@ -368,6 +368,44 @@ async fn invalid_examples_are_rejected_at_apply_time() -> anyhow::Result<()> {
             "{err}"
         );
         println!("rejected downgrade 5.0.9 -> 5.0.8");
+
+        // A pool is removed only once scaled to 0 (paused: nothing is acted on meanwhile).
+        let other_pool = json!({"spec": {"replicas": null, "nodePools": [
+            {"name": "other", "storage": {"size": "1Gi"}}
+        ]}});
+        clusters
+            .patch(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 2}})),
+            )
+            .await?;
+        let err = clusters
+            .patch(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(other_pool.clone()),
+            )
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("removing a pool with 2 nodes was accepted"))?;
+        assert!(
+            err.to_string()
+                .contains("a node pool can be removed only after it was scaled to 0"),
+            "{err}"
+        );
+        println!("rejected removing a pool that still has nodes");
+        clusters
+            .patch(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            )
+            .await?;
+        clusters
+            .patch("edits", &PatchParams::default(), &Patch::Merge(other_pool))
+            .await?;
+        println!("accepted removing a pool scaled to 0");
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -69,6 +69,11 @@ pub const RESERVED_CASSANDRA_YAML_KEYS: &[&str] = &[
     validation = Rule::new("!has(self.replicas) || size(self.nodePools) == 1")
         .message("spec.replicas is the shortcut for single-pool clusters; with several node pools set nodePools[].replicas instead")
         .field_path(".replicas"),
+    // Removing a pool that still has nodes would orphan them unverified: its nodes must leave
+    // through verified decommissions (replicas 0) first.
+    validation = Rule::new("oldSelf.nodePools.all(o, self.nodePools.exists(p, p.name == o.name) || (has(oldSelf.replicas) ? oldSelf.replicas : o.replicas) == 0)")
+        .message("a node pool can be removed only after it was scaled to 0 (its nodes leave one at a time through verified decommissions): set its replicas to 0 first, wait for the cluster to be Ready, then remove it")
+        .field_path(".nodePools"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CassandraClusterSpec {
@@ -110,7 +115,8 @@ pub struct CassandraClusterSpec {
     pub replicas: Option<i32>,
 
     /// Groups of identical nodes, each on its own StatefulSet and in its own Cassandra rack. At
-    /// least one pool; pool names are unique and immutable (remove and add a pool instead).
+    /// least one pool; pool names are unique and immutable. A pool is removed after it was
+    /// scaled to 0, so its nodes leave through verified decommissions.
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[schemars(length(min = 1, max = 16))]
     pub node_pools: Vec<CassandraNodePool>,
