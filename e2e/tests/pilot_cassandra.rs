@@ -771,8 +771,15 @@ async fn two_node_cluster_status_watch_and_decommission() -> anyhow::Result<()> 
     );
 
     // Node 2's own pilot reports DECOMMISSIONED; node 1's pilot no longer has it in the ring.
-    let s2 = c2.get_status(GetStatusRequest {}).await?.into_inner();
-    assert_eq!(mode(&s2), CassandraOperationMode::Decommissioned, "{s2:?}");
+    // The status is a periodic sample: it may trail the action's own fresh check by one period.
+    let s2 = n2
+        .wait_status(
+            &certs,
+            "node 2 reports DECOMMISSIONED",
+            Duration::from_secs(30),
+            |s| mode(s) == CassandraOperationMode::Decommissioned,
+        )
+        .await?;
     assert!(!s2.ready);
     n1.wait_status(
         &certs,
