@@ -250,6 +250,34 @@ async fn operator_builds_the_cluster_and_a_steady_resync_writes_nothing() -> any
     result
 }
 
+/// A merge patch of the `edits` cluster that the API server must accept.
+async fn accept(clusters: &Api<CassandraCluster>, patch: serde_json::Value) -> anyhow::Result<()> {
+    clusters
+        .patch("edits", &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+/// A merge patch of the `edits` cluster that the API server must reject with `expect`.
+async fn assert_rejected(
+    clusters: &Api<CassandraCluster>,
+    what: &str,
+    patch: serde_json::Value,
+    expect: &str,
+) -> anyhow::Result<()> {
+    let err = clusters
+        .patch("edits", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("{what} was accepted"))?;
+    assert!(
+        err.to_string().contains(expect),
+        "{what}: expected {expect:?} in {err}"
+    );
+    println!("rejected {what}: {expect}");
+    Ok(())
+}
+
 /// Every invalid example under e2e/testdata/invalid is rejected by `kubectl apply`, with the
 /// message its first line promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,26 +354,11 @@ async fn invalid_examples_are_rejected_at_apply_time() -> anyhow::Result<()> {
             ),
         ];
         for (what, patch, expect) in cases {
-            let err = clusters
-                .patch("edits", &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .err()
-                .ok_or_else(|| anyhow::anyhow!("{what} was accepted"))?;
-            assert!(
-                err.to_string().contains(expect),
-                "{what}: expected {expect:?} in {err}"
-            );
-            println!("rejected {what}: {expect}");
+            assert_rejected(&clusters, what, patch, expect).await?;
         }
 
         // Downgrade: compared against the version the cluster runs (status.version).
-        clusters
-            .patch(
-                "edits",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"paused": true}})),
-            )
-            .await?;
+        accept(&clusters, json!({"spec": {"paused": true}})).await?;
         clusters
             .patch_status(
                 "edits",
@@ -353,58 +366,28 @@ async fn invalid_examples_are_rejected_at_apply_time() -> anyhow::Result<()> {
                 &Patch::Merge(json!({"status": {"version": "5.0.9"}})),
             )
             .await?;
-        let err = clusters
-            .patch(
-                "edits",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"version": "5.0.8"}})),
-            )
-            .await
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("a downgrade was accepted"))?;
-        assert!(
-            err.to_string()
-                .contains("Cassandra does not support downgrades"),
-            "{err}"
-        );
-        println!("rejected downgrade 5.0.9 -> 5.0.8");
+        assert_rejected(
+            &clusters,
+            "downgrade 5.0.9 -> 5.0.8",
+            json!({"spec": {"version": "5.0.8"}}),
+            "Cassandra does not support downgrades",
+        )
+        .await?;
 
         // A pool is removed only once scaled to 0 (paused: nothing is acted on meanwhile).
         let other_pool = json!({"spec": {"replicas": null, "nodePools": [
             {"name": "other", "storage": {"size": "1Gi"}}
         ]}});
-        clusters
-            .patch(
-                "edits",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": 2}})),
-            )
-            .await?;
-        let err = clusters
-            .patch(
-                "edits",
-                &PatchParams::default(),
-                &Patch::Merge(other_pool.clone()),
-            )
-            .await
-            .err()
-            .ok_or_else(|| anyhow::anyhow!("removing a pool with 2 nodes was accepted"))?;
-        assert!(
-            err.to_string()
-                .contains("a node pool can be removed only after it was scaled to 0"),
-            "{err}"
-        );
-        println!("rejected removing a pool that still has nodes");
-        clusters
-            .patch(
-                "edits",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": 0}})),
-            )
-            .await?;
-        clusters
-            .patch("edits", &PatchParams::default(), &Patch::Merge(other_pool))
-            .await?;
+        accept(&clusters, json!({"spec": {"replicas": 2}})).await?;
+        assert_rejected(
+            &clusters,
+            "removing a pool that still has nodes",
+            other_pool.clone(),
+            "a node pool can be removed only after it was scaled to 0",
+        )
+        .await?;
+        accept(&clusters, json!({"spec": {"replicas": 0}})).await?;
+        accept(&clusters, other_pool).await?;
         println!("accepted removing a pool scaled to 0");
         Ok::<_, anyhow::Error>(())
     }

@@ -1675,11 +1675,8 @@ mod tests {
                             other => { prop_assert!(false, "unexpected {:?}", other); None }
                         };
                         let action = progress.unwrap_or(succeeded());
-                        // What the status records: the shrink and later phases are "Removing".
-                        let removal_verified = matches!(
-                            phase,
-                            DecommissionPhase::Shrink | DecommissionPhase::AwaitPodGone | DecommissionPhase::ReleaseVolume { .. }
-                        );
+                        // What the status records from the shrink on (Done left the loop above).
+                        let removal_verified = phase.is_removal();
                         observed.in_flight = Some(InFlight {
                             removal_verified, kind: OperationKind::Decommission, pool: "a".into(), ordinal, node, action_id, action,
                         });

@@ -95,8 +95,7 @@ fn recorded_operation(cluster: &CassandraCluster, names: &Names) -> Option<InFli
         })
         .unwrap_or_default();
     Some(InFlight {
-        // The status words of the phases after both views confirmed the node left the ring.
-        removal_verified: matches!(op.phase.as_str(), "Removing" | "ReleasingVolume"),
+        removal_verified: status::records_verified_removal(&op.phase),
         kind,
         pool,
         ordinal,

@@ -9,6 +9,16 @@ use crate::api::common::{CurrentOperation, NodeStatus, OperationRecord, PoolStat
 use crate::planner::{CleanupPhase, DecommissionPhase, Step, VerifiedState};
 
 /// How many finished operations the status keeps.
+/// Phase words of a decommission whose node both views already saw leave the ring.
+const REMOVING: &str = "Removing";
+const RELEASING_VOLUME: &str = "ReleasingVolume";
+
+/// Whether a recorded decommission phase says the node's removal was verified before it was
+/// recorded (the StatefulSet shrink and later).
+pub fn records_verified_removal(phase: &str) -> bool {
+    phase == REMOVING || phase == RELEASING_VOLUME
+}
+
 pub const HISTORY_LIMIT: usize = 10;
 
 /// Inputs besides the step, already reduced to plain data by the observe phase.
@@ -438,13 +448,13 @@ fn current_operation(
                     None,
                 ),
                 DecommissionPhase::Shrink | DecommissionPhase::AwaitPodGone => (
-                    "Removing",
+                    REMOVING,
                     None,
                     "the StatefulSet shrinks by this node; then its volume is released".into(),
                     None,
                 ),
                 DecommissionPhase::ReleaseVolume { delete } => (
-                    "ReleasingVolume",
+                    RELEASING_VOLUME,
                     None,
                     if *delete {
                         "delete the node's PersistentVolumeClaim (storagePolicy.onScaleDown: Delete)"
