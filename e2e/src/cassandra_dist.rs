@@ -19,6 +19,10 @@ use anyhow::{Context, bail};
 /// The Cassandra version the tests and the local image use.
 pub const CASSANDRA_VERSION: &str = "5.0.9";
 
+/// The version upgrade tests start from (then upgrade to [`CASSANDRA_VERSION`]); the local
+/// images include it.
+pub const UPGRADE_FROM_VERSION: &str = "5.0.8";
+
 /// The Jolokia agent inside a distribution built by [`ensure_dist`].
 pub const JOLOKIA_AGENT_RELATIVE_PATH: &str = "agents/jolokia-agent.jar";
 

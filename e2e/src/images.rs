@@ -27,6 +27,15 @@ pub const LOCAL_PATH_IMAGE: &str = "stateward.local/local-path-provisioner:v0.0.
 pub const TESTBOX_IMAGE: &str = "stateward.local/testbox:dev";
 pub const OPERATOR_IMAGE: &str = "stateward.local/operator:dev";
 pub const PILOT_IMAGE: &str = "stateward.local/pilot:dev";
+/// The Cassandra images' repository; an image is `<repository>:<version>`, as the operator names
+/// it from `spec.version` (e2e runs set the operator's repository to this).
+pub const CASSANDRA_REPOSITORY: &str = "stateward.local/cassandra";
+/// The Cassandra versions `cargo dev images` builds: the one the tests run, and the one an
+/// upgrade test starts from.
+pub const CASSANDRA_IMAGE_VERSIONS: &[&str] = &[
+    crate::cassandra_dist::CASSANDRA_VERSION,
+    crate::cassandra_dist::UPGRADE_FROM_VERSION,
+];
 // TODO(elasticsearch issue): `stateward.local/elasticsearch:<version>` built like the
 // Cassandra image (JRE rootfs + distribution from Maven Central); not needed yet.
 
@@ -34,7 +43,7 @@ const PAUSE_SOURCE: &str = include_str!("../images/pause.c");
 const NONROOT_UID: u32 = 65532;
 const CASSANDRA_UID: u32 = 999;
 /// Bump when the Cassandra image's assembly changes (its inputs' hashes do not see code).
-const CASSANDRA_LAYOUT_REVISION: &str = "2";
+const CASSANDRA_LAYOUT_REVISION: &str = "3";
 const JAVA_HOME: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
 
 /// Image runtime configuration (the OCI config fields we use).
@@ -48,9 +57,23 @@ pub struct ImageConfig {
     pub volumes: Vec<String>,
 }
 
+/// A root filesystem several images start from. Its layer is made once, in an OCI layout of
+/// its own; each image built on it starts from that layout (blobs hard-linked) and adds its
+/// layers, so the images share one base blob: compressed once here, stored and unpacked once
+/// by containerd (same digest).
+#[derive(Clone)]
+pub struct BaseLayer {
+    pub name: String,
+    pub rootfs: PathBuf,
+    /// Hash of what the root filesystem is made from.
+    pub key: String,
+}
+
 /// An image to build: each directory becomes one layer, inserted at `/`.
 pub struct ImageSpec {
     pub reference: String,
+    /// The bottom layer, shared with other images, when there is one.
+    pub base: Option<BaseLayer>,
     pub layers: Vec<PathBuf>,
     pub config: ImageConfig,
     /// Hash of everything the image is made from.
@@ -82,11 +105,9 @@ fn hash_file(path: &Path) -> anyhow::Result<String> {
     Ok(hash_parts(&[&bytes]))
 }
 
-/// Builds (or reuses) the OCI image and its docker archive.
-pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
+/// The image's content key (its inputs, base layer and configuration) and where it is built.
+fn built_paths(layout: &Layout, spec: &ImageSpec) -> (Built, PathBuf) {
     let work = layout.image_work().join(sanitize(&spec.reference));
-    let archive = work.join("image.tar");
-    let key_file = work.join("key");
     let config_key = format!(
         "{:?}{:?}{}{:?}{:?}{:?}",
         spec.config.entrypoint,
@@ -96,15 +117,38 @@ pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
         spec.config.workdir,
         spec.config.volumes
     );
-    let key = hash_parts(&[spec.key.as_bytes(), config_key.as_bytes()]);
+    let key = match &spec.base {
+        None => hash_parts(&[spec.key.as_bytes(), config_key.as_bytes()]),
+        Some(base) => hash_parts(&[
+            spec.key.as_bytes(),
+            config_key.as_bytes(),
+            base.key.as_bytes(),
+        ]),
+    };
     let built = Built {
         reference: spec.reference.clone(),
-        key: key.clone(),
-        archive: archive.clone(),
+        key,
+        archive: work.join("image.tar"),
     };
-    if archive.is_file() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+    (built, work)
+}
+
+/// The image's archive when it is up to date (nothing to build).
+pub fn current(layout: &Layout, spec: &ImageSpec) -> Option<Built> {
+    let (built, work) = built_paths(layout, spec);
+    (built.archive.is_file()
+        && std::fs::read_to_string(work.join("key")).is_ok_and(|k| k == built.key))
+    .then_some(built)
+}
+
+/// Builds (or reuses) the OCI image and its docker archive.
+pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
+    if let Some(built) = current(layout, spec) {
         return Ok(built);
     }
+    let (built, work) = built_paths(layout, spec);
+    let archive = built.archive.clone();
+    let key_file = work.join("key");
     eprintln!("building image {} ...", spec.reference);
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
@@ -113,8 +157,14 @@ pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
     let umoci = cmd::require("umoci")?;
     let oci = work.join("oci");
     let image = format!("{}:image", oci.display());
-    cmd::run(Command::new(&umoci).arg("init").arg("--layout").arg(&oci))?;
-    cmd::run(Command::new(&umoci).args(["new", "--image", &image]))?;
+    match &spec.base {
+        Some(base) => link_layout(&base_layout(layout, base)?, &oci)
+            .with_context(|| format!("start {} from the {} layer", spec.reference, base.name))?,
+        None => {
+            cmd::run(Command::new(&umoci).arg("init").arg("--layout").arg(&oci))?;
+            cmd::run(Command::new(&umoci).args(["new", "--image", &image]))?;
+        }
+    }
     for layer in &spec.layers {
         cmd::run(
             Command::new(&umoci)
@@ -160,8 +210,58 @@ pub fn build(layout: &Layout, spec: &ImageSpec) -> anyhow::Result<Built> {
     )
     .with_context(|| format!("export {} as a docker archive", spec.reference))?;
     std::fs::remove_dir_all(&oci).with_context(|| format!("remove {}", oci.display()))?;
-    std::fs::write(&key_file, &key).with_context(|| format!("write {}", key_file.display()))?;
+    std::fs::write(&key_file, &built.key)
+        .with_context(|| format!("write {}", key_file.display()))?;
     Ok(built)
+}
+
+/// The OCI layout (tag `image`) holding only `base`'s layer, built once per base key.
+fn base_layout(layout: &Layout, base: &BaseLayer) -> anyhow::Result<PathBuf> {
+    let dir = layout.image_work().join("base").join(&base.name);
+    let oci = dir.join("oci");
+    let key_file = dir.join("key");
+    if oci.is_dir() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == base.key) {
+        return Ok(oci);
+    }
+    eprintln!("building the {} base layer ...", base.name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let umoci = cmd::require("umoci")?;
+    let image = format!("{}:image", oci.display());
+    cmd::run(Command::new(&umoci).arg("init").arg("--layout").arg(&oci))?;
+    cmd::run(Command::new(&umoci).args(["new", "--image", &image]))?;
+    cmd::run(
+        Command::new(&umoci)
+            .args(["insert", "--image", &image])
+            .arg(&base.rootfs)
+            .arg("/"),
+    )
+    .with_context(|| format!("make the {} layer", base.name))?;
+    std::fs::write(&key_file, &base.key)
+        .with_context(|| format!("write {}", key_file.display()))?;
+    Ok(oci)
+}
+
+/// A copy of the OCI layout `from` at `to`: blobs (content-addressed, never rewritten) as hard
+/// links, everything else (index.json, oci-layout) as real copies umoci may rewrite.
+fn link_layout(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let entry = entry?;
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            link_layout(&src, &dest)?;
+        } else if src.parent().is_some_and(|p| p.ends_with("blobs/sha256")) {
+            std::fs::hard_link(&src, &dest)
+                .with_context(|| format!("link {} to {}", src.display(), dest.display()))?;
+        } else {
+            std::fs::copy(&src, &dest)
+                .with_context(|| format!("copy {} to {}", src.display(), dest.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn ctr(layout: &Layout) -> anyhow::Result<Command> {
@@ -240,9 +340,21 @@ pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
     let specs = [
         rust_binary(layout, OPERATOR_IMAGE, &target.join("stateward-operator"))?,
         pilot(layout, &target.join("stateward-pilot"))?,
-        cassandra(layout)?,
     ];
-    specs.iter().map(|s| build(layout, s)).collect()
+    let mut built = specs
+        .iter()
+        .map(|s| build(layout, s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let jre = jre_base(layout)?;
+    for version in CASSANDRA_IMAGE_VERSIONS {
+        built.push(cassandra(layout, &jre, version)?);
+    }
+    Ok(built)
+}
+
+/// `<CASSANDRA_REPOSITORY>:<version>`, the image the operator runs for `spec.version`.
+pub fn cassandra_image(version: &str) -> String {
+    format!("{CASSANDRA_REPOSITORY}:{version}")
 }
 
 /// The workspace's target directory (shared; honours CARGO_TARGET_DIR if a user set it).
@@ -283,6 +395,7 @@ fn pause(layout: &Layout) -> anyhow::Result<ImageSpec> {
     .context("compile the pause binary (needs gcc and libc6-dev)")?;
     Ok(ImageSpec {
         reference: PAUSE_IMAGE.into(),
+        base: None,
         layers: vec![dir],
         config: ImageConfig {
             entrypoint: vec!["/pause".into()],
@@ -309,6 +422,7 @@ fn static_binary(layout: &Layout, reference: &str, binary: &Path) -> anyhow::Res
     base_files(&dir)?;
     Ok(ImageSpec {
         reference: reference.into(),
+        base: None,
         layers: vec![dir],
         config: ImageConfig {
             entrypoint: vec![format!("/usr/local/bin/{name}")],
@@ -339,6 +453,7 @@ fn rust_binary(layout: &Layout, reference: &str, binary: &Path) -> anyhow::Resul
     base_files(&dir)?;
     Ok(ImageSpec {
         reference: reference.into(),
+        base: None,
         layers: vec![dir],
         config: ImageConfig {
             entrypoint: vec![target.display().to_string()],
@@ -441,6 +556,7 @@ fn testbox(layout: &Layout) -> anyhow::Result<ImageSpec> {
     let (rootfs, key) = minbase(layout)?;
     Ok(ImageSpec {
         reference: TESTBOX_IMAGE.into(),
+        base: None,
         layers: vec![rootfs],
         config: ImageConfig {
             cmd: vec!["sleep".into(), "infinity".into()],
@@ -452,19 +568,58 @@ fn testbox(layout: &Layout) -> anyhow::Result<ImageSpec> {
     })
 }
 
-fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
-    use crate::cassandra_dist::{CASSANDRA_VERSION, ensure_dist};
-    let reference = format!("stateward.local/cassandra:{CASSANDRA_VERSION}");
-    let (jre, jre_key) = jre_rootfs(layout)?;
-    let dist = ensure_dist(CASSANDRA_VERSION).context("assemble the Cassandra distribution")?;
+/// `stateward.local/cassandra:<version>`: the JRE base layer (shared by every version) and a
+/// layer with the distribution. Staged only when its inputs changed, so an unchanged image
+/// costs a hash of the distribution's listing.
+fn cassandra(layout: &Layout, jre: &BaseLayer, version: &str) -> anyhow::Result<Built> {
+    let reference = cassandra_image(version);
+    let dist = crate::cassandra_dist::ensure_dist(version)
+        .with_context(|| format!("assemble the Cassandra {version} distribution"))?;
+    let listing = cmd::output(
+        Command::new("find")
+            .arg(&dist)
+            .args(["-printf", "%P %s %T@\n"]),
+    )
+    .context("list the Cassandra distribution")?;
+    let spec = ImageSpec {
+        reference: reference.clone(),
+        base: Some(jre.clone()),
+        layers: vec![layout.image_work().join("stage").join(sanitize(&reference))],
+        config: ImageConfig {
+            cmd: vec!["cassandra".into(), "-f".into()],
+            user: format!("{CASSANDRA_UID}:{CASSANDRA_UID}"),
+            env: vec![
+                "CASSANDRA_HOME=/opt/cassandra".into(),
+                "CASSANDRA_CONF=/etc/cassandra".into(),
+                format!("JAVA_HOME={JAVA_HOME}"),
+                "PATH=/opt/cassandra/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                    .into(),
+            ],
+            workdir: Some("/opt/cassandra".into()),
+            volumes: vec!["/var/lib/cassandra".into()],
+            ..Default::default()
+        },
+        key: hash_parts(&[listing.as_bytes(), CASSANDRA_LAYOUT_REVISION.as_bytes()]),
+    };
+    if let Some(built) = current(layout, &spec) {
+        return Ok(built);
+    }
     let dir = stage(layout, &reference)?;
-    // The official image's layout: the distribution in /opt/cassandra, its conf moved to
-    // /etc/cassandra (owned by cassandra, so entrypoints can edit it) and linked back;
-    // data and logs in /var/lib/cassandra and /var/log/cassandra, linked from the home.
+    stage_cassandra(&dist, &dir)?;
+    let built = build(layout, &spec)?;
+    // The staged copy is in the archive now; it is made again only when the inputs change.
+    std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(built)
+}
+
+/// The official image's layout in `dir`: the distribution in /opt/cassandra, its conf moved to
+/// /etc/cassandra (owned by cassandra, so entrypoints can edit it) and linked back; data and
+/// logs in /var/lib/cassandra and /var/log/cassandra, linked from the home.
+fn stage_cassandra(dist: &Path, dir: &Path) -> anyhow::Result<()> {
     let home = dir.join("opt/cassandra");
     std::fs::create_dir_all(dir.join("opt")).context("create /opt")?;
     std::fs::create_dir_all(dir.join("etc")).context("create /etc")?;
-    cmd::run(Command::new("cp").arg("-a").arg(&dist).arg(&home))
+    cmd::run(Command::new("cp").arg("-a").arg(dist).arg(&home))
         .context("copy the Cassandra distribution")?;
     let conf = home.join("conf");
     if conf.is_dir() && !conf.is_symlink() {
@@ -497,35 +652,7 @@ fn cassandra(layout: &Layout) -> anyhow::Result<ImageSpec> {
             .arg(dir.join("var/lib/cassandra"))
             .arg(dir.join("var/log/cassandra")),
     )?;
-    let listing = cmd::output(
-        Command::new("find")
-            .arg(&dist)
-            .args(["-printf", "%P %s %T@\n"]),
-    )
-    .context("list the Cassandra distribution")?;
-    Ok(ImageSpec {
-        reference,
-        layers: vec![jre, dir],
-        config: ImageConfig {
-            cmd: vec!["cassandra".into(), "-f".into()],
-            user: format!("{CASSANDRA_UID}:{CASSANDRA_UID}"),
-            env: vec![
-                "CASSANDRA_HOME=/opt/cassandra".into(),
-                "CASSANDRA_CONF=/etc/cassandra".into(),
-                format!("JAVA_HOME={JAVA_HOME}"),
-                "PATH=/opt/cassandra/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-                    .into(),
-            ],
-            workdir: Some("/opt/cassandra".into()),
-            volumes: vec!["/var/lib/cassandra".into()],
-            ..Default::default()
-        },
-        key: hash_parts(&[
-            jre_key.as_bytes(),
-            listing.as_bytes(),
-            CASSANDRA_LAYOUT_REVISION.as_bytes(),
-        ]),
-    })
+    Ok(())
 }
 
 /// The Debian mirror apt uses on this machine (deb822 or one-line sources).
@@ -583,6 +710,16 @@ pub fn minbase(layout: &Layout) -> anyhow::Result<(PathBuf, String)> {
         clean_apt(tmp)
     })
     .map(|dir| (dir, key))
+}
+
+/// The JRE root filesystem as the shared base layer of the Cassandra images.
+fn jre_base(layout: &Layout) -> anyhow::Result<BaseLayer> {
+    let (rootfs, key) = jre_rootfs(layout)?;
+    Ok(BaseLayer {
+        name: "bookworm-jre17".into(),
+        rootfs,
+        key,
+    })
 }
 
 /// minbase + openjdk-17-jre-headless + the `cassandra` user (uid/gid 999).

@@ -12,72 +12,21 @@
 //! 4. `kubectl scale --replicas=3`: one node joins, then nodes 0 and 1 run a cleanup each, one
 //!    at a time; every row still reads back at QUORUM.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::statement::Consistency;
-use scylla::statement::unprepared::Statement;
-use stateward_e2e::{Cluster, images};
 use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatus};
 
 mod common;
+use common::cql::{cql_session, pod_ips, quorum};
+use common::operator::OperatorProcess;
 use common::{NamespaceGuard, install_crd, wait_for};
 
 const CLUSTER: &str = "ring";
 const ROWS: i32 = 500;
-
-/// The operator binary as a child process, with its log in a file.
-struct OperatorProcess {
-    child: Child,
-}
-
-impl OperatorProcess {
-    fn start(cluster: &Cluster, ns: &str, log: &std::path::Path) -> anyhow::Result<Self> {
-        let binary = images::operator_binary(cluster.layout());
-        stateward_e2e::cluster::require_binary(&binary)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let child = Command::new(&binary)
-            .arg("run")
-            .env("KUBECONFIG", cluster.kubeconfig())
-            .env("STATEWARD_WATCH_NAMESPACE", ns)
-            .env(
-                "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
-                "stateward.local/cassandra",
-            )
-            .env("STATEWARD_PILOT_IMAGE", "stateward.local/pilot:dev")
-            .env("STATEWARD_METRICS_ADDR", "127.0.0.1:0")
-            .env("STATEWARD_RESYNC_SECONDS", "30")
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(OperatorProcess { child })
-    }
-
-    /// SIGKILL: no shutdown path runs, as when a node dies under the operator.
-    fn kill(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cluster_manifest() -> String {
     format!(
@@ -115,42 +64,9 @@ async fn statefulset_replicas(client: &Client, ns: &str) -> Option<i32> {
         .replicas
 }
 
-/// IPs of the cluster's running pods, by name.
-async fn pod_ips(client: &Client, ns: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("stateward.io/cluster={CLUSTER}")))
-        .await?;
-    Ok(pods
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
-        .collect())
-}
-
-async fn cql_session(client: &Client, ns: &str) -> anyhow::Result<Session> {
-    let nodes: Vec<String> = pod_ips(client, ns)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| format!("{ip}:9042"))
-        .collect();
-    Ok(SessionBuilder::new()
-        .known_nodes(&nodes)
-        .connection_timeout(Duration::from_secs(10))
-        .build()
-        .await?)
-}
-
-fn quorum(cql: &str) -> Statement {
-    let mut statement = Statement::new(cql);
-    statement.set_consistency(Consistency::Quorum);
-    statement.set_request_timeout(Some(Duration::from_secs(20)));
-    statement
-}
-
 /// Every row, read at QUORUM, must be there with its value.
 async fn assert_rows_readable(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let session = cql_session(client, ns).await?;
+    let session = cql_session(client, ns, CLUSTER).await?;
     let result = session
         .query_unpaged(quorum("SELECT k, v FROM app.kv"), ())
         .await?
@@ -206,7 +122,7 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         (s.phase.as_deref() == Some("Ready") && s.ready_replicas == 3).then_some(())
     })
     .await?;
-    let session = cql_session(&client, &ns).await?;
+    let session = cql_session(&client, &ns, CLUSTER).await?;
     session
         .query_unpaged(
             "CREATE KEYSPACE app WITH replication = \
@@ -328,7 +244,7 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     assert_eq!(decommissions[0].node.as_deref(), Some("ring-main-2"));
     assert_eq!(decommissions[0].result, "Succeeded");
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(2));
-    let pods: Vec<String> = pod_ips(&client, &ns)
+    let pods: Vec<String> = pod_ips(&client, &ns, CLUSTER)
         .await?
         .into_iter()
         .map(|(n, _)| n)

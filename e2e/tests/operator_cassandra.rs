@@ -278,6 +278,42 @@ async fn assert_rejected(
     Ok(())
 }
 
+/// A spec change refused because of what the status shows. The status is the operator's to
+/// write (here the cluster is paused, but it still reports), so the change is a dry run,
+/// repeated until it ran against the status patched here rather than one rewritten meanwhile.
+async fn refused_against_status(
+    clusters: &Api<CassandraCluster>,
+    status: serde_json::Value,
+    spec: serde_json::Value,
+    expect: &str,
+) -> anyhow::Result<()> {
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    for _ in 0..5 {
+        clusters
+            .patch_status(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(status.clone()),
+            )
+            .await?;
+        match clusters
+            .patch("edits", &dry_run, &Patch::Merge(spec.clone()))
+            .await
+        {
+            Err(e) if e.to_string().contains(expect) => {
+                println!("rejected against the status: {expect}");
+                return Ok(());
+            }
+            Err(e) => anyhow::bail!("expected {expect:?}, got: {e}"),
+            Ok(_) => continue,
+        }
+    }
+    anyhow::bail!("never refused ({expect}): {spec}")
+}
+
 /// Every invalid example under e2e/testdata/invalid is rejected by `kubectl apply`, with the
 /// message its first line promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,16 +415,51 @@ async fn invalid_examples_are_rejected_at_apply_time() -> anyhow::Result<()> {
             {"name": "other", "storage": {"size": "1Gi"}}
         ]}});
         accept(&clusters, json!({"spec": {"replicas": 2}})).await?;
+        const POOL_RULE: &str = "a node pool can be removed only after its nodes have left";
         assert_rejected(
             &clusters,
             "removing a pool that still has nodes",
             other_pool.clone(),
-            "a node pool can be removed only after it was scaled to 0",
+            POOL_RULE,
         )
         .await?;
         accept(&clusters, json!({"spec": {"replicas": 0}})).await?;
+        // Scaled to 0 in the spec but a pod still shown in status.pools: still refused.
+        refused_against_status(
+            &clusters,
+            json!({"status": {"pools": [
+                {"name": "main", "desired": 0, "replicas": 1, "readyReplicas": 1}
+            ]}}),
+            other_pool.clone(),
+            POOL_RULE,
+        )
+        .await?;
+        println!("rejected removing a pool whose status still shows a node: {POOL_RULE}");
+        clusters
+            .patch_status(
+                "edits",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"pools": [
+                    {"name": "main", "desired": 0, "replicas": 0, "readyReplicas": 0}
+                ]}})),
+            )
+            .await?;
         accept(&clusters, other_pool).await?;
-        println!("accepted removing a pool scaled to 0");
+        println!("accepted removing a pool with no node left");
+
+        // An upgrade in flight only moves forward, even to a version still >= status.version.
+        refused_against_status(
+            &clusters,
+            json!({"status": {"version": "5.0.8", "operation": {
+                "kind": "Upgrade", "phase": "Draining", "node": "edits-other-0", "pool": "other",
+                "ordinal": 0, "actionId": "drain-edits-other-0-r1", "generation": 1,
+                "startedAt": "2026-01-01T00:00:00Z", "targetVersion": "5.0.9"
+            }}}),
+            json!({"spec": {"version": "5.0.8"}}),
+            "spec.version cannot go back while an upgrade runs",
+        )
+        .await?;
+
         Ok::<_, anyhow::Error>(())
     }
     .await;

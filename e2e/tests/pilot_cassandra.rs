@@ -23,9 +23,10 @@ use stateward_proto::v1::action_spec::Action;
 use stateward_proto::v1::node_status::Detail;
 use stateward_proto::v1::pilot_client::PilotClient;
 use stateward_proto::v1::{
-    ActionPhase, ActionSpec, CassandraOperationMode, CassandraStatus, DecommissionAction,
-    DrainAction, GetActionRequest, GetStatusRequest, NodeStatus, PeerLiveness, PeerState,
-    StartActionRequest, WatchActionRequest, WatchStatusRequest, watch_status_response,
+    ActionPhase, ActionSpec, ActionState, CassandraOperationMode, CassandraStatus,
+    DecommissionAction, DrainAction, GetActionRequest, GetStatusRequest, NodeStatus, PeerLiveness,
+    PeerState, StartActionRequest, UpgradeSsTablesAction, WatchActionRequest, WatchStatusRequest,
+    watch_status_response,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -168,6 +169,10 @@ struct Node {
     cassandra: Option<Child>,
     pilot_starts: u32,
     cassandra_starts: u32,
+    /// What the downward API would give the pilot: the pod's UID and its
+    /// `controller-revision-hash` label.
+    pod_uid: String,
+    template_revision: String,
 }
 
 impl Drop for Node {
@@ -204,6 +209,8 @@ impl Node {
             cassandra: None,
             pilot_starts: 0,
             cassandra_starts: 0,
+            pod_uid: format!("00000000-0000-4000-8000-{index:012}"),
+            template_revision: format!("{CLUSTER}-rack1-5d8f7c{index}"),
         })
     }
 
@@ -225,6 +232,8 @@ impl Node {
             .env("RUST_LOG", "info")
             .env("POD_NAME", &self.name)
             .env("POD_NAMESPACE", NAMESPACE)
+            .env("POD_UID", &self.pod_uid)
+            .env("STATEWARD_TEMPLATE_REVISION", &self.template_revision)
             .env("POD_IP", self.ip.to_string())
             .env("STATEWARD_CLUSTER", CLUSTER)
             .env("STATEWARD_DATACENTER", "dc1")
@@ -472,6 +481,70 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("bad VmRSS")
 }
 
+/// Starts an action and follows it to its terminal state.
+async fn run_action(
+    client: &mut PilotClient<Channel>,
+    id: &str,
+    spec: ActionSpec,
+    timeout: Duration,
+) -> anyhow::Result<ActionState> {
+    client
+        .start_action(StartActionRequest {
+            action_id: id.into(),
+            spec: Some(spec),
+        })
+        .await?;
+    let mut states = client
+        .watch_action(WatchActionRequest {
+            action_id: id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(state) = tokio::time::timeout(timeout, states.next())
+        .await
+        .with_context(|| format!("{id} did not finish in {timeout:?}"))?
+    {
+        last = Some(state?);
+    }
+    last.context("empty action stream")
+}
+
+fn print_verifications(id: &str, state: &ActionState) {
+    println!("{id}: {:?} attempts={}", state.phase(), state.attempts);
+    for v in state.result.iter().flat_map(|r| &r.verifications) {
+        println!(
+            "  [{}] {} — {} — {}",
+            if v.passed { "ok" } else { "FAILED" },
+            v.check,
+            v.method,
+            v.observed
+        );
+    }
+}
+
+fn all_verified(state: &ActionState) -> bool {
+    state.phase() == ActionPhase::Succeeded
+        && state.result.as_ref().is_some_and(|r| {
+            r.success && !r.verifications.is_empty() && r.verifications.iter().all(|v| v.passed)
+        })
+}
+
+fn drain() -> ActionSpec {
+    ActionSpec {
+        action: Some(Action::Drain(DrainAction {})),
+    }
+}
+
+fn upgrade_sstables(keyspaces: &[&str], jobs: u32) -> ActionSpec {
+    ActionSpec {
+        action: Some(Action::UpgradeSstables(UpgradeSsTablesAction {
+            keyspaces: keyspaces.iter().map(|k| k.to_string()).collect(),
+            jobs,
+        })),
+    }
+}
+
 fn decommission(force: bool) -> ActionSpec {
     ActionSpec {
         action: Some(Action::Decommission(DecommissionAction { force })),
@@ -603,6 +676,66 @@ async fn two_node_cluster_status_watch_and_decommission() -> anyhow::Result<()> 
     println!("host IDs: node1={} node2={}", c1.host_id, c2.host_id);
     assert_eq!(http_get(n1.probe(), "/healthz/ready").await?, 200);
     assert_eq!(http_get(n1.probe(), "/healthz/live").await?, 200);
+    // The pod identity from the downward API is reported as given.
+    for (s, n) in [(&s1, &n1), (&s2, &n2)] {
+        assert_eq!(
+            (s.pod_uid.as_str(), s.template_revision.as_str()),
+            (n.pod_uid.as_str(), n.template_revision.as_str()),
+            "{}",
+            n.name
+        );
+    }
+
+    // upgradesstables on every keyspace (the system ones included), then on one keyspace
+    // with one job: verified by Cassandra's status for each keyspace.
+    let mut c1 = n1.client(&certs).await?;
+    let upgrade_start = Instant::now();
+    let all = run_action(
+        &mut c1,
+        "upgradesstables-node1-1",
+        upgrade_sstables(&[], 0),
+        Duration::from_secs(120),
+    )
+    .await?;
+    print_verifications("upgradesstables-node1-1", &all);
+    println!(
+        "upgradesstables of every keyspace took {:.1?}",
+        upgrade_start.elapsed()
+    );
+    assert!(all_verified(&all), "{all:#?}\n{}", n1.pilot_log());
+    let checked: Vec<&str> = all
+        .result
+        .iter()
+        .flat_map(|r| &r.verifications)
+        .map(|v| v.check.as_str())
+        .collect();
+    for ks in ["system", "system_schema", "system_auth"] {
+        assert!(
+            checked.contains(&format!("upgradesstables of keyspace {ks} completed").as_str()),
+            "{ks} not upgraded: {checked:?}"
+        );
+    }
+    let one = run_action(
+        &mut c1,
+        "upgradesstables-node1-2",
+        upgrade_sstables(&["system_auth"], 1),
+        Duration::from_secs(60),
+    )
+    .await?;
+    print_verifications("upgradesstables-node1-2", &one);
+    assert!(all_verified(&one), "{one:#?}");
+    assert_eq!(one.result.as_ref().map(|r| r.verifications.len()), Some(1));
+    let again = c1
+        .start_action(StartActionRequest {
+            action_id: "upgradesstables-node1-1".into(),
+            spec: Some(upgrade_sstables(&[], 0)),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        again, all,
+        "a repeated StartAction returns the recorded result"
+    );
 
     // Idle RSS of a pilot serving a watch stream.
     let mut watcher = n1.client(&certs).await?;
@@ -691,6 +824,52 @@ async fn two_node_cluster_status_watch_and_decommission() -> anyhow::Result<()> 
         sees_both_up_normal,
     )
     .await?;
+
+    // The replication guard against real Cassandra: a keyspace with two replicas in dc1
+    // cannot keep them on the one dc1 node that would remain; nothing starts.
+    let cql = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!("127.0.0.1:{CQL_PORT}"))
+        .connection_timeout(Duration::from_secs(10))
+        .build()
+        .await?;
+    cql.query_unpaged(
+        "CREATE KEYSPACE guarded WITH replication = \
+         {'class': 'NetworkTopologyStrategy', 'dc1': 2}",
+        (),
+    )
+    .await?;
+    let mut c2 = n2.client(&certs).await?;
+    let refused = run_action(
+        &mut c2,
+        "decommission-node2-guarded",
+        decommission(true),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let error = refused
+        .result
+        .as_ref()
+        .map(|r| r.error.clone())
+        .unwrap_or_default();
+    println!("guarded decommission: {:?}: {error}", refused.phase());
+    assert_eq!(refused.phase(), ActionPhase::Failed, "{refused:#?}");
+    assert!(
+        error.contains("1 nodes would remain in datacenter dc1")
+            && error.contains("guarded (RF 2)"),
+        "{error}"
+    );
+    let s2 = n2
+        .client(&certs)
+        .await?
+        .get_status(GetStatusRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(
+        mode(&s2),
+        CassandraOperationMode::Normal,
+        "the guard touched nothing"
+    );
+    cql.query_unpaged("DROP KEYSPACE guarded", ()).await?;
 
     // Decommission node 2; kill its pilot mid-action and start a new one.
     let id = "decommission-node2-1";
@@ -829,20 +1008,145 @@ async fn two_node_cluster_status_watch_and_decommission() -> anyhow::Result<()> 
         Some(tonic::Code::AlreadyExists)
     );
 
-    // SIGTERM to node 1's pilot while its Cassandra runs: the pilot drains it first.
+    drain_node1(&mut n1, &certs, &dist).await?;
+    println!("total {:.1?}", t0.elapsed());
+    drop((n1, n2));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// Node 1 (Cassandra NORMAL): a Drain action, verified DRAINED and idempotent by ID; a
+/// preStop and a second Drain on the drained node succeed at once; a Drain resumed by a
+/// restarted pilot on the drained node succeeds; a SIGTERM to the pilot finds nothing to do.
+async fn drain_node1(n1: &mut Node, certs: &Certs, dist: &Path) -> anyhow::Result<()> {
+    let mut c1 = n1.client(certs).await?;
+    let drain_start = Instant::now();
+    let drained = run_action(&mut c1, "drain-node1-1", drain(), Duration::from_secs(120)).await?;
+    print_verifications("drain-node1-1", &drained);
+    println!("drain took {:.1?}", drain_start.elapsed());
+    assert!(all_verified(&drained), "{drained:#?}\n{}", n1.pilot_log());
+    let observed: Vec<&str> = drained
+        .result
+        .iter()
+        .flat_map(|r| &r.verifications)
+        .map(|v| v.observed.as_str())
+        .collect();
+    assert_eq!(observed, ["DRAINED"]);
+    let again = c1
+        .start_action(StartActionRequest {
+            action_id: "drain-node1-1".into(),
+            spec: Some(drain()),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        again, drained,
+        "a repeated StartAction returns the recorded result"
+    );
+    n1.wait_status(
+        certs,
+        "node 1 reports DRAINED",
+        Duration::from_secs(30),
+        |s| mode(s) == CassandraOperationMode::Drained && !s.ready,
+    )
+    .await?;
+
+    // Already drained: the preStop hook and a new Drain succeed without waiting.
+    let pre_stop = Instant::now();
+    let (code, body) = http_get_body(n1.probe(), "/lifecycle/pre-stop").await?;
+    println!(
+        "preStop on a drained node: {code} {} in {:.2?}",
+        body.trim(),
+        pre_stop.elapsed()
+    );
+    assert_eq!(code, 200, "{body}");
+    let second = run_action(&mut c1, "drain-node1-2", drain(), Duration::from_secs(30)).await?;
+    assert!(all_verified(&second), "{second:#?}");
+
+    // A Drain the pilot journalled as RUNNING, then died: Cassandra is frozen (SIGSTOP) so
+    // the action cannot end, the pilot is killed, and a new pilot resumes it from the
+    // journal on the (drained) node.
+    let id = "drain-node1-3";
+    let jvm = n1.cassandra.as_ref().context("no cassandra 1")?;
+    kill(jvm, "STOP");
+    let resumed = async {
+        c1.start_action(StartActionRequest {
+            action_id: id.into(),
+            spec: Some(drain()),
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = c1
+                .get_action(GetActionRequest {
+                    action_id: id.into(),
+                })
+                .await?
+                .into_inner();
+            if state.phase() == ActionPhase::Running {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{id} not RUNNING: {state:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let pilot = n1.pilot.as_mut().context("no pilot 1")?;
+        pilot.kill()?;
+        pilot.wait()?;
+        anyhow::Ok(())
+    }
+    .await;
+    kill(n1.cassandra.as_ref().context("no cassandra 1")?, "CONT");
+    resumed?;
+    println!("killed node 1's pilot with {id} RUNNING");
+    n1.start_pilot(dist).await?;
+    let mut c1 = n1.client(certs).await?;
+    let mut states = c1
+        .watch_action(WatchActionRequest {
+            action_id: id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(state) = tokio::time::timeout(Duration::from_secs(180), states.next())
+        .await
+        .context("the resumed drain did not finish in 180 s")?
+    {
+        last = Some(state?);
+    }
+    let last = last.context("empty action stream")?;
+    print_verifications(id, &last);
+    assert!(all_verified(&last), "{last:#?}\n{}", n1.pilot_log());
+    assert!(last.attempts >= 2, "resumed from the journal: {last:?}");
+    // The journal kept the first drain's final state across the restart.
+    let first = c1
+        .get_action(GetActionRequest {
+            action_id: "drain-node1-1".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(first, drained);
+    let s = c1.get_status(GetStatusRequest {}).await?.into_inner();
+    assert_eq!(
+        (s.pod_uid.as_str(), s.template_revision.as_str()),
+        (n1.pod_uid.as_str(), n1.template_revision.as_str())
+    );
+
+    // SIGTERM to the pilot: Cassandra is drained already, so the pilot stops at once.
     let pilot1 = n1.pilot.as_mut().context("no pilot 1")?;
     kill(pilot1, "TERM");
-    let drain_start = Instant::now();
+    let stop_start = Instant::now();
     loop {
         if let Some(status) = pilot1.try_wait()? {
             println!(
                 "node 1 pilot exited ({status}) {:.1?} after SIGTERM",
-                drain_start.elapsed()
+                stop_start.elapsed()
             );
             break;
         }
-        if drain_start.elapsed() > Duration::from_secs(60) {
-            bail!("node 1 pilot did not stop within 60 s of SIGTERM");
+        if stop_start.elapsed() > Duration::from_secs(30) {
+            bail!("node 1 pilot did not stop within 30 s of SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -854,11 +1158,7 @@ async fn two_node_cluster_status_watch_and_decommission() -> anyhow::Result<()> 
     .await?;
     assert!(
         body.contains("\"value\":\"DRAINED\""),
-        "node 1 not drained on pilot SIGTERM: {body}"
+        "node 1 not DRAINED: {body}"
     );
-    println!("node 1 Cassandra DRAINED by its pilot's SIGTERM handler");
-    println!("total {:.1?}", t0.elapsed());
-    drop((n1, n2));
-    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

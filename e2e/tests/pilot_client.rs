@@ -16,7 +16,7 @@ use rcgen::{
 };
 use stateward_e2e::cassandra_dist::{CASSANDRA_VERSION, JOLOKIA_AGENT_RELATIVE_PATH, ensure_dist};
 use stateward_proto::v1::{
-    ActionSpec, ExcludeAndEvacuateAction, ProcessState, action_spec::Action,
+    ActionSpec, AllocationExclusionAction, ProcessState, action_spec::Action,
 };
 
 struct Killed(Child);
@@ -149,9 +149,11 @@ async fn hub_watches_reconnects_and_runs_actions() -> anyhow::Result<()> {
     assert_eq!(status.process_state(), ProcessState::NotRunning);
     assert!(changes.try_recv().is_ok(), "a change was announced");
 
-    // Unsupported action: refused at once, not retried forever.
+    // Unsupported action (an Elasticsearch one): refused at once, not retried forever.
     let spec = ActionSpec {
-        action: Some(Action::ExcludeAndEvacuate(ExcludeAndEvacuateAction {})),
+        action: Some(Action::AllocationExclusion(AllocationExclusionAction {
+            node_names: vec!["c1-0".into()],
+        })),
     };
     match hub
         .run_action(&target, "evacuate-1", spec, Duration::from_secs(20))

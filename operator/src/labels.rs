@@ -21,10 +21,11 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
 }
 
-pub fn cluster(cluster: &str) -> BTreeMap<String, String> {
+/// Labels of everything a cluster owns; `app` is the database (`app.kubernetes.io/name`).
+pub fn cluster(cluster: &str, app: &str) -> BTreeMap<String, String> {
     [
         (MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string()),
-        (NAME.to_string(), "cassandra".to_string()),
+        (NAME.to_string(), app.to_string()),
         (INSTANCE.to_string(), cluster.to_string()),
         (CLUSTER.to_string(), cluster.to_string()),
     ]
@@ -39,8 +40,8 @@ pub fn cluster_selector(cluster: &str) -> BTreeMap<String, String> {
     .into()
 }
 
-pub fn pool(cluster_name: &str, pool: &str) -> BTreeMap<String, String> {
-    let mut labels = cluster(cluster_name);
+pub fn pool(cluster_name: &str, app: &str, pool: &str) -> BTreeMap<String, String> {
+    let mut labels = cluster(cluster_name, app);
     labels.insert(POOL.to_string(), pool.to_string());
     labels
 }

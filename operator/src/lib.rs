@@ -1,4 +1,5 @@
-//! Stateward operator: observe → plan (pure) → act → record, for each database kind.
+//! Stateward operator: observe → plan (pure, `stateward-core`) → record → act, for each
+//! database kind. `platform/` is the Kubernetes plumbing they share; `cassandra/` is one kind.
 
 pub mod api;
 pub mod apply;
@@ -10,5 +11,5 @@ pub mod http;
 pub mod labels;
 pub mod pilot_client;
 pub mod pilots;
-pub mod planner;
+pub mod platform;
 pub mod tls;

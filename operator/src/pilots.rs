@@ -5,21 +5,82 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
-use stateward_proto::v1::node_status::Detail;
-use stateward_proto::v1::{
-    ActionPhase, ActionSpec, ActionState, CassandraOperationMode, NodeStatus, PeerState,
-    ProcessState,
-};
+use stateward_core::model::ActionProgress;
+use stateward_proto::v1::{ActionPhase, ActionSpec, ActionState, NodeStatus};
 use tokio::sync::broadcast;
 
-use crate::context::{NodeReport, PilotAddress, PilotReports};
 use crate::pilot_client::{ClientTls, PilotHub, PilotTarget, PodKey};
-use crate::planner::{ActionProgress, KeyspaceReplication, VerifiedState};
 
 /// A pod whose pilot should be watched.
 pub struct PodAddress {
     pub name: String,
     pub ip: String,
+}
+
+/// Identifies a pod's pilot: namespace, cluster and pod name.
+#[derive(Clone, Copy, Debug)]
+pub struct PilotAddress<'a> {
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub pod: &'a str,
+}
+
+/// Source of pilot reports (the pilot client keeps one watch stream per pod). Database-neutral:
+/// it hands out the pilot's verified `NodeStatus`; each database module reads its own detail.
+pub trait PilotReports: Send + Sync {
+    /// The latest verified status of a pod's pilot, or `None` when there is none (never
+    /// reached, or the stream is down): callers treat `None` as unknown, and take a status only
+    /// when its `pod_uid` is the pod they observe.
+    fn status(&self, namespace: &str, pod: &str) -> Option<NodeStatus>;
+
+    /// Keep one watch stream to the pilot of each of `pods` (and drop the others of the
+    /// cluster), authenticating with the cluster's operator client certificate.
+    fn track(&self, _namespace: &str, _cluster: &str, _tls: ClientTls, _pods: &[PodAddress]) {}
+
+    /// What the pod's pilot says of an action, one call; unknown when it cannot be asked.
+    fn action<'a>(
+        &'a self,
+        pilot: PilotAddress<'a>,
+        action_id: &'a str,
+    ) -> BoxFuture<'a, ActionProgress>;
+
+    /// Asks the pod's pilot to start an action (idempotent by ID), without waiting for its end.
+    fn start_action<'a>(
+        &'a self,
+        pilot: PilotAddress<'a>,
+        action_id: &'a str,
+        spec: ActionSpec,
+    ) -> BoxFuture<'a, Result<ActionProgress, String>>;
+}
+
+/// Used until pilots are connected: every node is unknown to the pilot view.
+pub struct NoPilotReports;
+
+impl PilotReports for NoPilotReports {
+    fn status(&self, _namespace: &str, _pod: &str) -> Option<NodeStatus> {
+        None
+    }
+
+    fn action<'a>(
+        &'a self,
+        _pilot: PilotAddress<'a>,
+        _action_id: &'a str,
+    ) -> BoxFuture<'a, ActionProgress> {
+        Box::pin(async {
+            ActionProgress::Unknown {
+                why: "no pilot connection".into(),
+            }
+        })
+    }
+
+    fn start_action<'a>(
+        &'a self,
+        _pilot: PilotAddress<'a>,
+        _action_id: &'a str,
+        _spec: ActionSpec,
+    ) -> BoxFuture<'a, Result<ActionProgress, String>> {
+        Box::pin(async { Err("no pilot connection".to_string()) })
+    }
 }
 
 /// Identifies a cluster: namespace and name.
@@ -116,7 +177,7 @@ fn progress_of(state: &ActionState) -> ActionProgress {
 }
 
 impl PilotReports for PilotRegistry {
-    fn report(&self, namespace: &str, pod: &str) -> Option<NodeReport> {
+    fn status(&self, namespace: &str, pod: &str) -> Option<NodeStatus> {
         let hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         let key = PodKey {
             namespace: namespace.to_string(),
@@ -125,7 +186,7 @@ impl PilotReports for PilotRegistry {
         hubs.iter()
             .filter(|((ns, _), _)| ns == namespace)
             .find_map(|(_, hub)| hub.view(&key))
-            .and_then(|view| view.current().and_then(node_report))
+            .and_then(|view| view.current().cloned())
     }
 
     fn track(&self, namespace: &str, cluster: &str, tls: ClientTls, pods: &[PodAddress]) {
@@ -179,60 +240,4 @@ impl PilotReports for PilotRegistry {
                 .map_err(|e| format!("starting {action_id} on {}: {e}", pilot.pod))
         })
     }
-}
-
-/// What a pilot's status proves about its node; `None` when it proves nothing (unknown).
-pub fn node_report(status: &NodeStatus) -> Option<NodeReport> {
-    let state = match (status.process_state(), status.detail.as_ref()) {
-        (ProcessState::NotRunning, _) => VerifiedState::Down,
-        (_, Some(Detail::Cassandra(c))) => match c.operation_mode() {
-            CassandraOperationMode::Normal => VerifiedState::UpNormal,
-            CassandraOperationMode::Starting | CassandraOperationMode::Joining => {
-                VerifiedState::Joining
-            }
-            CassandraOperationMode::Leaving => VerifiedState::Leaving,
-            CassandraOperationMode::Decommissioned => VerifiedState::Decommissioned,
-            CassandraOperationMode::Draining | CassandraOperationMode::Drained => {
-                VerifiedState::Down
-            }
-            _ => return None,
-        },
-        _ => return None,
-    };
-    let host_id = match status.detail.as_ref() {
-        Some(Detail::Cassandra(c)) if !c.host_id.is_empty() => Some(c.host_id.clone()),
-        _ => None,
-    };
-    let cassandra = match status.detail.as_ref() {
-        Some(Detail::Cassandra(c)) => Some(c),
-        _ => None,
-    };
-    // Only peers with a ring state are members; a peer only gossiping is not. A member whose
-    // host ID this node does not know makes the whole view unknown (it could be any node).
-    let ring = cassandra.and_then(|c| {
-        c.peers
-            .iter()
-            .filter(|p| p.state() != PeerState::Unspecified)
-            .map(|p| (!p.host_id.is_empty()).then(|| p.host_id.clone()))
-            .collect::<Option<_>>()
-    });
-    let keyspaces = cassandra.filter(|c| c.keyspaces_known).map(|c| {
-        c.keyspaces
-            .iter()
-            .map(|k| KeyspaceReplication {
-                name: k.name.clone(),
-                replication_factor: k.replication_factor,
-                system: k.system,
-            })
-            .collect()
-    });
-    Some(NodeReport {
-        state,
-        version: (!status.version.is_empty()).then(|| status.version.clone()),
-        host_id,
-        ring,
-        data_bytes: status.data_bytes,
-        free_disk_bytes: status.free_disk_bytes,
-        keyspaces,
-    })
 }

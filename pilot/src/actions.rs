@@ -16,7 +16,7 @@ use stateward_proto::v1::{ActionPhase, ActionResult, ActionSpec, ActionState, Ac
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::driver::{Driver, Progress};
+use crate::driver::{ActionRun, Driver, Progress};
 use crate::fsutil::{now_ms, write_atomic};
 
 /// Journal entries of finished actions are kept this long, then pruned at startup.
@@ -208,7 +208,10 @@ impl<D: Driver> ActionManager<D> {
     fn spawn_run(&self, id: String, resumed: bool) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Some(spec) = this.get(&id).and_then(|s| s.spec) else {
+            let Some((spec, accepted_at_unix_ms)) = this
+                .get(&id)
+                .and_then(|s| Some((s.spec?, s.created_at_unix_ms)))
+            else {
                 return;
             };
             this.update(&id, |s| {
@@ -233,37 +236,46 @@ impl<D: Driver> ActionManager<D> {
             // The driver runs on its own task so a panic in it becomes a failed action
             // instead of an action stuck RUNNING.
             let driver = this.inner.driver.clone();
-            let result =
-                match tokio::spawn(async move { driver.run_action(spec, progress).await }).await {
-                    Ok(r) => r,
-                    Err(e) => ActionResult {
-                        success: false,
-                        error: format!("the action's task failed: {e}"),
-                        ..Default::default()
-                    },
-                };
-            if result.success {
-                info!(action = %id, "action succeeded");
+            let run = ActionRun {
+                progress,
+                accepted_at_unix_ms,
+            };
+            let result = match tokio::spawn(async move { driver.run_action(spec, run).await }).await
+            {
+                Ok(r) => r,
+                Err(e) => ActionResult {
+                    success: false,
+                    error: format!("the action's task failed: {e}"),
+                    ..Default::default()
+                },
+            };
+            this.finish(&id, result);
+        });
+    }
+
+    /// Records the action's final result.
+    fn finish(&self, id: &str, result: ActionResult) {
+        if result.success {
+            info!(action = %id, "action succeeded");
+        } else {
+            warn!(action = %id, error = %result.error, "action failed");
+        }
+        self.update(id, |s| {
+            s.phase = if result.success {
+                ActionPhase::Succeeded
             } else {
-                warn!(action = %id, error = %result.error, "action failed");
+                ActionPhase::Failed
+            } as i32;
+            s.message = if result.success {
+                "verified".into()
+            } else {
+                result.error.clone()
+            };
+            s.finished_at_unix_ms = Some(now_ms());
+            if result.success {
+                s.progress_percent = Some(100);
             }
-            this.update(&id, |s| {
-                s.phase = if result.success {
-                    ActionPhase::Succeeded
-                } else {
-                    ActionPhase::Failed
-                } as i32;
-                s.message = if result.success {
-                    "verified".into()
-                } else {
-                    result.error.clone()
-                };
-                s.finished_at_unix_ms = Some(now_ms());
-                if result.success {
-                    s.progress_percent = Some(100);
-                }
-                s.result = Some(result);
-            });
+            s.result = Some(result);
         });
     }
 }

@@ -1,8 +1,13 @@
 //! Small file helpers shared by the renderer and the journal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+/// The pilot's own state (journal, identity) on the database's data volume.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("stateward")
+}
 
 /// Writes `contents` to `path` so readers see either the old or the new file, never a
 /// torn one, and the new one survives a crash (the journal relies on it).

@@ -1,9 +1,12 @@
 //! Stateward pilot: the sidecar next to one database node.
 //!
 //! Before the database starts it renders the node's configuration into the shared config
-//! volume; then it watches the node (through the database's management endpoint, Jolokia
-//! for Cassandra), serves the verified status and the admin actions to the operator over
-//! gRPC with mutual TLS, and answers the pod's probes. See `pilot/README.md`.
+//! volume; then it watches the node through the database's management endpoint, serves
+//! the verified status and the admin actions to the operator over gRPC with mutual TLS,
+//! and answers the pod's probes. See `pilot/README.md`.
+//!
+//! Everything here is database-neutral except [`Command`], which picks the driver; each
+//! database lives in its own module behind [`driver::Driver`].
 
 mod actions;
 mod cassandra;
@@ -11,23 +14,37 @@ mod cli;
 mod driver;
 mod fsutil;
 mod grpc;
-mod jolokia;
 mod probes;
 mod status;
 mod tls;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::actions::ActionManager;
-use crate::cli::{Cli, Command, CommonArgs};
+use crate::cli::CommonArgs;
 use crate::driver::Driver;
-use crate::status::StatusHub;
+use crate::status::{PodIdentity, StatusHub};
+
+#[derive(Debug, Parser)]
+#[command(name = "stateward-pilot", version, about = "Stateward pilot sidecar")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The database this pilot drives.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Drive a Cassandra node.
+    Cassandra(cassandra::Args),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -52,7 +69,7 @@ fn main() -> anyhow::Result<()> {
                     .context("rendering the Cassandra configuration")?;
                 let driver =
                     cassandra::Cassandra::new(&args).context("setting up the Cassandra driver")?;
-                run(args.common, driver).await
+                run(args.common, &args.data_dir, driver).await
             }
         }
     });
@@ -63,19 +80,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Everything after the configuration is rendered, the same for every database.
-async fn run<D: Driver>(common: CommonArgs, driver: D) -> anyhow::Result<()> {
+async fn run<D: Driver>(common: CommonArgs, data_dir: &Path, driver: D) -> anyhow::Result<()> {
     let driver = Arc::new(driver);
     let tls = tls::server_config(&common.tls_dir, stateward_proto::OPERATOR_CLIENT_IDENTITY)
         .with_context(|| format!("loading TLS material from {}", common.tls_dir.display()))?;
-    let state_dir = common.state_dir();
-    let actions = ActionManager::open(driver.clone(), &state_dir.join("actions"))
+    let actions = ActionManager::open(driver.clone(), &fsutil::state_dir(data_dir).join("actions"))
         .await
         .context("opening the action journal")?;
     let hub = StatusHub::start(
         driver.clone(),
         actions.clone(),
-        common.node_name.clone(),
-        common.data_dir.clone(),
+        PodIdentity {
+            node_name: common.node_name.clone(),
+            pod_uid: common.pod_uid.clone(),
+            template_revision: common.template_revision.clone(),
+        },
+        PathBuf::from(data_dir),
         Duration::from_millis(common.poll_interval_ms.max(50)),
     );
 
@@ -91,6 +111,8 @@ async fn run<D: Driver>(common: CommonArgs, driver: D) -> anyhow::Result<()> {
         probes = %common.probe_listen,
         node = %common.node_name,
         namespace = %common.namespace,
+        pod_uid = %common.pod_uid,
+        template_revision = %common.template_revision,
         "pilot serving"
     );
 
@@ -110,13 +132,14 @@ async fn run<D: Driver>(common: CommonArgs, driver: D) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     // SIGTERM: with a native sidecar the kubelet stops the database container first (and
-    // its preStop hook drains through /lifecycle/pre-stop); if the database still answers
-    // here, the pilot is being stopped on its own and drains it so no write is lost.
-    info!("termination signal: draining the database if it still runs");
+    // its preStop hook prepares it through /lifecycle/pre-stop); if the database still
+    // answers here, the pilot is being stopped on its own and prepares it so no write is
+    // lost.
+    info!("termination signal: preparing the database to stop if it still runs");
     match tokio::time::timeout(common.drain_timeout(), driver.prepare_stop()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("drain before stop failed: {e:#}"),
-        Err(_) => warn!("drain before stop timed out"),
+        Ok(Err(e)) => warn!("preparing the database to stop failed: {e:#}"),
+        Err(_) => warn!("preparing the database to stop timed out"),
     }
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

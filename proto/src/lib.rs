@@ -23,10 +23,11 @@ pub mod v1 {
                 Some(Action::Decommission(_)) => ActionKind::Decommission,
                 Some(Action::Drain(_)) => ActionKind::Drain,
                 Some(Action::Cleanup(_)) => ActionKind::Cleanup,
-                Some(Action::ExcludeAndEvacuate(_)) => ActionKind::ExcludeAndEvacuate,
-                Some(Action::VotingExclusion(_)) => ActionKind::VotingExclusion,
                 Some(Action::Backup(_)) => ActionKind::Backup,
                 Some(Action::Restore(_)) => ActionKind::Restore,
+                Some(Action::UpgradeSstables(_)) => ActionKind::UpgradeSstables,
+                Some(Action::AllocationExclusion(_)) => ActionKind::AllocationExclusion,
+                Some(Action::VotingExclusion(_)) => ActionKind::VotingExclusion,
                 None => ActionKind::Unspecified,
             }
         }

@@ -101,7 +101,9 @@ CassandraClusters it watches. Shared by the ClusterRole and the watchNamespace R
   verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  # delete: a planner-owned restart deletes a drained node's pod (by UID) so the StatefulSet
+  # (OnDelete) recreates it from the new template.
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

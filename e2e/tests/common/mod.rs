@@ -8,6 +8,12 @@ use kube::{Api, Client, CustomResourceExt};
 use stateward_e2e::Cluster;
 use stateward_operator::api::cassandra::CassandraCluster;
 
+// Each test crate that includes `common` uses a part of these.
+#[allow(dead_code)]
+pub mod cql;
+#[allow(dead_code)]
+pub mod operator;
+
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = CassandraCluster::crd();

@@ -9,32 +9,9 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-use super::common::{CurrentOperation, NodeStatus, OperationRecord, PoolStatus};
-
-/// cassandra.yaml keys the operator and pilot own: changing them would break a node's identity or
-/// its place in the ring, so `spec.config.cassandraYaml` may not set them.
-pub const RESERVED_CASSANDRA_YAML_KEYS: &[&str] = &[
-    "cluster_name",
-    "seed_provider",
-    "listen_address",
-    "listen_interface",
-    "broadcast_address",
-    "rpc_address",
-    "rpc_interface",
-    "broadcast_rpc_address",
-    "endpoint_snitch",
-    "num_tokens",
-    "initial_token",
-    "data_file_directories",
-    "commitlog_directory",
-    "saved_caches_directory",
-    "hints_directory",
-    "cdc_raw_directory",
-    "storage_port",
-    "native_transport_port",
-];
+/// cassandra.yaml keys the operator and pilot own (one list, in the core); the CEL rule on
+/// `config.cassandraYaml` is checked against it by a test.
+pub use stateward_core::node_config::RESERVED_CASSANDRA_YAML_KEYS;
 
 /// Desired state of a Cassandra cluster (one datacenter).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -64,16 +41,25 @@ pub const RESERVED_CASSANDRA_YAML_KEYS: &[&str] = &[
     validation = Rule::new("!has(self.status) || !has(self.status.version) || !isSemver(self.status.version) || !isSemver(self.spec.version) || semver(self.spec.version).compareTo(semver(self.status.version)) >= 0")
         .message("spec.version must not be lower than the version the cluster runs (status.version): Cassandra does not support downgrades")
         .field_path(".spec.version"),
+    // Supported upgrade paths: within a release line, or to the next major (4.1 → 5.0); a
+    // skipped major would read data files two formats old.
+    validation = Rule::new("!has(self.status) || !has(self.status.version) || !isSemver(self.status.version) || !isSemver(self.spec.version) || semver(self.spec.version).major() - semver(self.status.version).major() <= 1")
+        .message("spec.version may move at most one major version past the version the cluster runs (status.version): upgrade one major at a time (4.1 → 5.0)")
+        .field_path(".spec.version"),
+    // Nodes already upgraded are never taken back: an upgrade in flight only moves forward.
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.operation) || oldSelf.status.operation.kind != 'Upgrade' || !isSemver(self.spec.version) || !isSemver(oldSelf.spec.version) || semver(self.spec.version).compareTo(semver(oldSelf.spec.version)) >= 0")
+        .message("spec.version cannot go back while an upgrade runs: some nodes already run the newer version")
+        .field_path(".spec.version"),
+    // A pool leaves the spec only once its nodes have left through verified decommissions;
+    // removing it earlier would orphan them outside every safety check.
+    validation = Rule::new("oldSelf.spec.nodePools.all(o, self.spec.nodePools.exists(p, p.name == o.name) || ((has(oldSelf.spec.replicas) ? oldSelf.spec.replicas : o.replicas) == 0 && (!has(self.status) || !has(self.status.pools) || !self.status.pools.exists(s, s.name == o.name && s.replicas > 0))))")
+        .message("a node pool can be removed only after its nodes have left: set its replicas to 0, wait until status.pools shows no node left in it, then remove it")
+        .field_path(".spec.nodePools"),
 )]
 #[x_kube(
     validation = Rule::new("!has(self.replicas) || size(self.nodePools) == 1")
         .message("spec.replicas is the shortcut for single-pool clusters; with several node pools set nodePools[].replicas instead")
         .field_path(".replicas"),
-    // Removing a pool that still has nodes would orphan them unverified: its nodes must leave
-    // through verified decommissions (replicas 0) first.
-    validation = Rule::new("oldSelf.nodePools.all(o, self.nodePools.exists(p, p.name == o.name) || (has(oldSelf.replicas) ? oldSelf.replicas : o.replicas) == 0)")
-        .message("a node pool can be removed only after it was scaled to 0 (its nodes leave one at a time through verified decommissions): set its replicas to 0 first, wait for the cluster to be Ready, then remove it")
-        .field_path(".nodePools"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CassandraClusterSpec {
@@ -254,66 +240,9 @@ pub enum PvcPolicy {
     Delete,
 }
 
-/// Observed state of a Cassandra cluster, written only by the operator.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct CassandraClusterStatus {
-    /// The metadata.generation this status describes; older means the operator has not yet
-    /// acted on the latest spec.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// Standard conditions: Available, Progressing (reason Paused when spec.paused), Degraded.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
-
-    /// One word for what the cluster is doing: Creating, Ready, Scaling, Degraded, Blocked,
-    /// Paused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-
-    /// Ready nodes out of desired nodes, for `kubectl get` (for example "2/3").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<String>,
-
-    /// Nodes that exist (pods), for the scale subresource.
-    #[serde(default)]
-    pub replicas: i32,
-
-    /// Nodes verified ready.
-    #[serde(default)]
-    pub ready_replicas: i32,
-
-    /// Label selector of the cluster's pods, for the scale subresource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
-
-    /// Lowest Cassandra version running on any node (the version the cluster is at).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-
-    /// The step in progress or waiting, with why it waits and what comes next.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_operation: Option<CurrentOperation>,
-
-    /// Every node the operator knows of, with the state its pilot verified.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nodes: Vec<NodeStatus>,
-
-    /// Per node pool replica counts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pools: Vec<PoolStatus>,
-
-    /// Nodes that held data before a node joined and still have to drop what they no longer
-    /// own (a Cleanup each, one at a time, once the cluster is at its desired size).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending_cleanup: Vec<String>,
-
-    /// The most recent finished operations (decommissions, cleanups), newest last.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<OperationRecord>,
-}
+/// Observed state of a Cassandra cluster, written only by the operator: the status model every
+/// database shares (`stateward-core`).
+pub type CassandraClusterStatus = stateward_core::status::ClusterStatus;
 
 impl CassandraClusterSpec {
     /// Datacenter name, defaulted.
@@ -359,5 +288,30 @@ impl CassandraClusterSpec {
 impl CassandraNodePool {
     pub fn rack_name(&self) -> &str {
         self.rack.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    /// The CEL rule on `config.cassandraYaml` is written out by hand (CEL has no list constant);
+    /// it must refuse exactly the keys of the one list the operator and the pilot use.
+    #[test]
+    fn the_reserved_keys_rule_matches_the_shared_list() {
+        let crd = serde_json::to_string(&CassandraCluster::crd()).expect("crd");
+        let rule_start = crd
+            .find("!('cluster_name' in self)")
+            .expect("the rule exists");
+        let rule = &crd[rule_start..];
+        let rule = &rule[..rule.find('"').unwrap_or(rule.len())];
+        let in_rule: Vec<&str> = rule
+            .split("!('")
+            .skip(1)
+            .filter_map(|part| part.split('\'').next())
+            .collect();
+        assert_eq!(in_rule, RESERVED_CASSANDRA_YAML_KEYS, "{rule}");
     }
 }

@@ -1,6 +1,9 @@
-//! Everything specific to Apache Cassandra. The skeleton (planner, apply, status conventions)
-//! is shared with the other database kinds.
+//! Everything specific to Apache Cassandra: its answers to the core's questions
+//! (`database`), the objects that run it (`resources`), and its reconcile pipeline.
 
+pub mod database;
 pub mod reconcile;
 pub mod resources;
-pub mod status;
+
+#[cfg(test)]
+mod planner_tests;

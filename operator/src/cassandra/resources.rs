@@ -21,14 +21,19 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::cassandra::{
-    CassandraCluster, CassandraNodePool, PvcPolicy, RESERVED_CASSANDRA_YAML_KEYS,
+use stateward_core::node_config::{
+    CASSANDRA_CONFIG_FILE, CassandraNodeConfig, is_reserved_cassandra_yaml_key,
 };
+
+use crate::api::cassandra::{CassandraCluster, CassandraNodePool, PvcPolicy};
 use crate::config::OperatorConfig;
 use crate::labels;
+pub use crate::platform::names::Names;
+
+/// The value of `app.kubernetes.io/name` on everything a CassandraCluster owns.
+pub const APP_NAME: &str = "cassandra";
 
 pub const CASSANDRA_CONTAINER: &str = "cassandra";
 pub const PILOT_CONTAINER: &str = "pilot";
@@ -38,78 +43,8 @@ pub const PILOT_GRPC_PORT: i32 = 7443;
 pub const PILOT_HTTP_PORT: i32 = 7080;
 /// The official image runs Cassandra as uid/gid 999; the pilot shares its volumes.
 const CASSANDRA_UID: i64 = 999;
-const CONFIG_FILE_KEY: &str = "cassandra.json";
 /// Draining flushes memtables and stops gossip; generous so a slow disk never cuts it short.
 const TERMINATION_GRACE_SECONDS: i64 = 180;
-
-/// Names of everything derived from a cluster, in one place so nothing drifts.
-pub struct Names {
-    pub cluster: String,
-    pub namespace: String,
-}
-
-impl Names {
-    pub fn of(cluster: &CassandraCluster) -> Self {
-        Names {
-            cluster: cluster.name_any(),
-            namespace: cluster.namespace().unwrap_or_else(|| "default".into()),
-        }
-    }
-    /// Headless Service that gives every pod a stable DNS name (peer discovery, seeds).
-    pub fn nodes_service(&self) -> String {
-        format!("{}-nodes", self.cluster)
-    }
-    /// Client Service for CQL.
-    pub fn client_service(&self) -> String {
-        self.cluster.clone()
-    }
-    pub fn statefulset(&self, pool: &str) -> String {
-        format!("{}-{pool}", self.cluster)
-    }
-    pub fn pod(&self, pool: &str, ordinal: i32) -> String {
-        format!("{}-{ordinal}", self.statefulset(pool))
-    }
-    /// The data PVC the StatefulSet creates for a node (claim template `data`).
-    pub fn data_volume(&self, pool: &str, ordinal: i32) -> String {
-        format!("data-{}", self.pod(pool, ordinal))
-    }
-
-    pub fn pod_dns(&self, pool: &str, ordinal: i32) -> String {
-        format!(
-            "{}.{}.{}.svc.cluster.local",
-            self.pod(pool, ordinal),
-            self.nodes_service(),
-            self.namespace
-        )
-    }
-    pub fn config_map(&self) -> String {
-        format!("{}-config", self.cluster)
-    }
-    pub fn pdb(&self) -> String {
-        self.cluster.clone()
-    }
-    pub fn ca_secret(&self) -> String {
-        format!("{}-ca", self.cluster)
-    }
-    pub fn pilot_tls_secret(&self) -> String {
-        format!("{}-pilot-tls", self.cluster)
-    }
-    pub fn operator_client_secret(&self) -> String {
-        format!("{}-operator-client", self.cluster)
-    }
-    /// The TLS name the operator expects on every pilot's certificate.
-    pub fn pilot_tls_name(&self) -> String {
-        format!("pilot.{}.{}", self.cluster, self.namespace)
-    }
-}
-
-/// What the pilot reads from `STATEWARD_CONFIG_FILE` to render cassandra.yaml.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PilotCassandraConfig {
-    pub num_tokens: i32,
-    pub cassandra_yaml: BTreeMap<String, serde_json::Value>,
-}
 
 pub fn owner_reference(cluster: &CassandraCluster) -> Option<OwnerReference> {
     cluster.controller_owner_ref(&())
@@ -131,7 +66,7 @@ pub fn nodes_service(cluster: &CassandraCluster) -> Service {
         metadata: meta(
             cluster,
             names.nodes_service(),
-            labels::cluster(&names.cluster),
+            labels::cluster(&names.cluster, APP_NAME),
         ),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
@@ -155,7 +90,7 @@ pub fn client_service(cluster: &CassandraCluster) -> Service {
         metadata: meta(
             cluster,
             names.client_service(),
-            labels::cluster(&names.cluster),
+            labels::cluster(&names.cluster, APP_NAME),
         ),
         spec: Some(ServiceSpec {
             selector: Some(labels::cluster_selector(&names.cluster)),
@@ -179,7 +114,11 @@ fn service_port(name: &str, port: i32) -> ServicePort {
 pub fn pod_disruption_budget(cluster: &CassandraCluster) -> PodDisruptionBudget {
     let names = Names::of(cluster);
     PodDisruptionBudget {
-        metadata: meta(cluster, names.pdb(), labels::cluster(&names.cluster)),
+        metadata: meta(
+            cluster,
+            names.pdb(),
+            labels::cluster(&names.cluster, APP_NAME),
+        ),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
@@ -204,7 +143,7 @@ pub enum RenderError {
     Json(#[from] serde_json::Error),
 }
 
-pub fn pilot_config(cluster: &CassandraCluster) -> Result<PilotCassandraConfig, RenderError> {
+pub fn pilot_config(cluster: &CassandraCluster) -> Result<CassandraNodeConfig, RenderError> {
     let extra = cluster
         .spec
         .config
@@ -215,7 +154,7 @@ pub fn pilot_config(cluster: &CassandraCluster) -> Result<PilotCassandraConfig, 
     for (key, text) in extra {
         // The API server already rejects these; skipping them here keeps identity safe even
         // for an object stored before the rule existed.
-        if RESERVED_CASSANDRA_YAML_KEYS.contains(&key.as_str()) {
+        if is_reserved_cassandra_yaml_key(&key) {
             continue;
         }
         let value = serde_yaml::from_str::<serde_json::Value>(&text).map_err(|source| {
@@ -226,9 +165,10 @@ pub fn pilot_config(cluster: &CassandraCluster) -> Result<PilotCassandraConfig, 
         })?;
         cassandra_yaml.insert(key, value);
     }
-    Ok(PilotCassandraConfig {
-        num_tokens: cluster.spec.num_tokens(),
+    Ok(CassandraNodeConfig {
+        num_tokens: u32::try_from(cluster.spec.num_tokens()).ok(),
         cassandra_yaml,
+        jvm_options: Vec::new(),
     })
 }
 
@@ -236,8 +176,12 @@ pub fn config_map(cluster: &CassandraCluster) -> Result<ConfigMap, RenderError> 
     let names = Names::of(cluster);
     let rendered = serde_json::to_string_pretty(&pilot_config(cluster)?)?;
     Ok(ConfigMap {
-        metadata: meta(cluster, names.config_map(), labels::cluster(&names.cluster)),
-        data: Some([(CONFIG_FILE_KEY.to_string(), rendered)].into()),
+        metadata: meta(
+            cluster,
+            names.config_map(),
+            labels::cluster(&names.cluster, APP_NAME),
+        ),
+        data: Some([(CASSANDRA_CONFIG_FILE.to_string(), rendered)].into()),
         ..ConfigMap::default()
     })
 }
@@ -291,7 +235,7 @@ pub fn statefulset(
     config: &OperatorConfig,
 ) -> StatefulSet {
     let names = Names::of(cluster);
-    let pod_labels = labels::pool(&names.cluster, &pool.name);
+    let pod_labels = labels::pool(&names.cluster, APP_NAME, &pool.name);
     let pvc_policy = match cluster.spec.pvc_policy_on_cluster_delete() {
         PvcPolicy::Delete => "Delete",
         PvcPolicy::Retain => "Retain",
@@ -307,8 +251,10 @@ pub fn statefulset(
             },
             // One node at a time, in ordinal order, each ready before the next.
             pod_management_policy: Some("OrderedReady".into()),
+            // The planner owns every restart: a template change rolls nothing by itself; the
+            // operator drains and deletes one pod at a time and verifies it came back.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
+                type_: Some("OnDelete".into()),
                 ..StatefulSetUpdateStrategy::default()
             }),
             // Scale-down PVCs are removed by the operator itself, only after a verified
@@ -336,7 +282,7 @@ pub fn statefulset(
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some("data".into()),
-                    labels: Some(labels::pool(&names.cluster, &pool.name)),
+                    labels: Some(labels::pool(&names.cluster, APP_NAME, &pool.name)),
                     ..ObjectMeta::default()
                 },
                 spec: Some(PersistentVolumeClaimSpec {
@@ -390,6 +336,13 @@ fn pod_spec(
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_IP", "status.podIP"),
+        // The pilot reports both, so a report is taken only for the pod incarnation it came
+        // from, and a restart is verified at the template revision it was meant to reach.
+        field_env("POD_UID", "metadata.uid"),
+        field_env(
+            "STATEWARD_TEMPLATE_REVISION",
+            "metadata.labels['controller-revision-hash']",
+        ),
         plain_env("STATEWARD_CLUSTER", &names.cluster),
         plain_env("STATEWARD_DATACENTER", cluster.spec.datacenter_name()),
         plain_env("STATEWARD_RACK", pool.rack_name()),
@@ -397,7 +350,7 @@ fn pod_spec(
         plain_env("STATEWARD_SEEDS", &seeds(cluster)),
         plain_env(
             "STATEWARD_CONFIG_FILE",
-            &format!("/etc/stateward/config/{CONFIG_FILE_KEY}"),
+            &format!("/etc/stateward/config/{CASSANDRA_CONFIG_FILE}"),
         ),
         plain_env("STATEWARD_TLS_DIR", "/etc/stateward/tls"),
         EnvVar {
@@ -697,6 +650,12 @@ mod tests {
             .expect("policy");
         assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
         assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+        let strategy = spec.update_strategy.and_then(|u| u.type_);
+        assert_eq!(
+            strategy.as_deref(),
+            Some("OnDelete"),
+            "the planner owns restarts"
+        );
         assert!(pod.affinity.and_then(|a| a.node_affinity).is_some());
     }
 
@@ -714,7 +673,7 @@ mod tests {
             ),
         });
         let cfg = pilot_config(&c).expect("render");
-        assert_eq!(cfg.num_tokens, 16);
+        assert_eq!(cfg.num_tokens, Some(16));
         assert!(!cfg.cassandra_yaml.contains_key("cluster_name"));
         assert_eq!(
             cfg.cassandra_yaml.get("concurrent_reads"),

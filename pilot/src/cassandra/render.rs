@@ -2,68 +2,39 @@
 //! Cassandra starts: cassandra.yaml, cassandra-rackdc.properties, jvm-server.options,
 //! jvm17-server.options, logback.xml, and the Jolokia agent jar.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
+use stateward_core::node_config::{
+    CASSANDRA_CONFIG_FILE, CassandraNodeConfig, is_reserved_cassandra_yaml_key,
+};
+use tracing::warn;
 
-use crate::cli::CassandraArgs;
+use super::Args;
 use crate::fsutil::write_atomic;
-
-/// The operator's settings, from `STATEWARD_CONFIG_FILE` (JSON). Documented in
-/// pilot/README.md; the operator writes exactly this.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Settings {
-    /// Tokens per node (cassandra.yaml `num_tokens`); default 16.
-    #[serde(default)]
-    pub num_tokens: Option<u32>,
-    /// Extra cassandra.yaml keys, merged over the pilot's defaults. Keys the pilot owns
-    /// (identity, addresses, ports, directories, seeds, snitch) are refused.
-    #[serde(default)]
-    pub cassandra_yaml: BTreeMap<String, serde_json::Value>,
-    /// Extra JVM options, appended to jvm-server.options.
-    #[serde(default)]
-    pub jvm_options: Vec<String>,
-}
-
-/// cassandra.yaml keys the pilot sets from the pod and never takes from the settings:
-/// they decide the node's identity and how peers reach it.
-const OWNED_KEYS: &[&str] = &[
-    "cluster_name",
-    "num_tokens",
-    "listen_address",
-    "listen_interface",
-    "broadcast_address",
-    "rpc_address",
-    "rpc_interface",
-    "broadcast_rpc_address",
-    "seed_provider",
-    "endpoint_snitch",
-    "storage_port",
-    "native_transport_port",
-    "data_file_directories",
-    "commitlog_directory",
-    "saved_caches_directory",
-    "hints_directory",
-    "cdc_raw_directory",
-];
 
 pub const JOLOKIA_JAR: &str = "jolokia-agent.jar";
 const JVM17_OPTIONS: &str = include_str!("jvm17-server.options");
 
-pub fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
+/// The operator's node configuration (format and compatibility rules in
+/// `stateward_core::node_config`): fields this pilot does not know are ignored, so a newer
+/// operator never stops an older pilot. `path` may be the mounted ConfigMap's directory.
+pub fn load_settings(path: Option<&Path>) -> anyhow::Result<CassandraNodeConfig> {
     let Some(path) = path else {
-        return Ok(Settings::default());
+        return Ok(CassandraNodeConfig::default());
+    };
+    let path: PathBuf = if path.is_dir() {
+        path.join(CASSANDRA_CONFIG_FILE)
+    } else {
+        path.to_path_buf()
     };
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-pub fn render(args: &CassandraArgs) -> anyhow::Result<()> {
+pub fn render(args: &Args) -> anyhow::Result<()> {
     let settings = load_settings(args.config_file.as_deref())?;
     let conf = &args.conf_dir;
     std::fs::create_dir_all(conf).with_context(|| format!("creating {}", conf.display()))?;
@@ -87,8 +58,8 @@ pub fn render(args: &CassandraArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cassandra_yaml(args: &CassandraArgs, settings: &Settings) -> anyhow::Result<String> {
-    let data = &args.common.data_dir;
+fn cassandra_yaml(args: &Args, settings: &CassandraNodeConfig) -> anyhow::Result<String> {
+    let data = &args.data_dir;
     let dir = |sub: &str| Value::String(data.join(sub).to_string_lossy().into_owned());
     let mut m = Mapping::new();
     let mut set = |k: &str, v: Value| {
@@ -106,8 +77,11 @@ fn cassandra_yaml(args: &CassandraArgs, settings: &Settings) -> anyhow::Result<S
     set("disk_failure_policy", "stop".into());
     set("commit_failure_policy", "stop".into());
     for (k, v) in &settings.cassandra_yaml {
-        if OWNED_KEYS.contains(&k.as_str()) {
-            bail!("cassandraYaml.{k} is set by the pilot from the pod and cannot be overridden");
+        // Reserved keys define the node's identity and how peers reach it: the API refuses
+        // them and the operator drops them, so one here is ignored, not fatal.
+        if is_reserved_cassandra_yaml_key(k) {
+            warn!(key = %k, "cassandraYaml sets a key Stateward owns; ignored");
+            continue;
         }
         let v: Value = serde_yaml::to_value(v).with_context(|| format!("cassandraYaml.{k}"))?;
         set(k.as_str(), v);
@@ -147,7 +121,7 @@ fn cassandra_yaml(args: &CassandraArgs, settings: &Settings) -> anyhow::Result<S
     ))
 }
 
-fn jvm_options(args: &CassandraArgs, settings: &Settings) -> anyhow::Result<String> {
+fn jvm_options(args: &Args, settings: &CassandraNodeConfig) -> anyhow::Result<String> {
     let heap = heap_size(args)?;
     let agent = args.conf_dir.join(JOLOKIA_JAR);
     // executor=fixed: the agent's default single thread would block every status read
@@ -180,7 +154,7 @@ fn jvm_options(args: &CassandraArgs, settings: &Settings) -> anyhow::Result<Stri
 /// The heap: STATEWARD_HEAP_SIZE if given, else half the container's memory limit (the
 /// rest is for off-heap structures, thread stacks and the page cache), at most 8 GiB;
 /// 1 GiB when neither is known.
-pub fn heap_size(args: &CassandraArgs) -> anyhow::Result<String> {
+pub fn heap_size(args: &Args) -> anyhow::Result<String> {
     if let Some(h) = &args.heap_size {
         let ok = h.len() > 1
             && h[..h.len() - 1].chars().all(|c| c.is_ascii_digit())
@@ -213,12 +187,10 @@ const LOGBACK: &str = r#"<!-- Rendered by the Stateward pilot: console only, the
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use stateward_core::node_config::RESERVED_CASSANDRA_YAML_KEYS;
 
-    fn args(extra: &[&str]) -> CassandraArgs {
+    fn args(extra: &[&str]) -> Args {
         let mut argv = vec![
-            "stateward-pilot",
-            "cassandra",
             "--node-name=n0",
             "--pod-ip=10.0.0.7",
             "--cluster=c1",
@@ -227,9 +199,13 @@ mod tests {
             "--data-dir=/var/lib/cassandra",
         ];
         argv.extend_from_slice(extra);
-        match crate::cli::Cli::parse_from(argv).command {
-            crate::cli::Command::Cassandra(a) => a,
-        }
+        super::super::args::parse(&argv)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("stateward-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
     }
 
     #[test]
@@ -253,8 +229,8 @@ mod tests {
     }
 
     #[test]
-    fn yaml_merges_settings_but_keeps_owned_keys() -> anyhow::Result<()> {
-        let mut s: Settings = serde_json::from_str(
+    fn yaml_merges_settings() -> anyhow::Result<()> {
+        let s: CassandraNodeConfig = serde_json::from_str(
             r#"{"numTokens": 8, "cassandraYaml": {"concurrent_compactors": 2, "commitlog_sync": "batch"}}"#,
         )?;
         let yaml: serde_yaml::Value = serde_yaml::from_str(&cassandra_yaml(&args(&[]), &s)?)?;
@@ -266,10 +242,46 @@ mod tests {
             yaml["seed_provider"][0]["parameters"][0]["seeds"],
             serde_yaml::Value::from("c1-seeds.ns.svc,10.0.0.8")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn reserved_keys_are_never_taken() -> anyhow::Result<()> {
+        assert!(RESERVED_CASSANDRA_YAML_KEYS.contains(&"initial_token"));
+        let mut s = CassandraNodeConfig::default();
+        for k in RESERVED_CASSANDRA_YAML_KEYS {
+            s.cassandra_yaml
+                .insert(k.to_string(), serde_json::json!("from-the-settings"));
+        }
         s.cassandra_yaml
-            .insert("listen_address".into(), serde_json::json!("1.2.3.4"));
-        assert!(cassandra_yaml(&args(&[]), &s).is_err());
-        assert!(serde_json::from_str::<Settings>(r#"{"numTokenz": 8}"#).is_err());
+            .insert("concurrent_reads".into(), serde_json::json!(64));
+        let text = cassandra_yaml(&args(&[]), &s)?;
+        assert!(!text.contains("from-the-settings"), "{text}");
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text)?;
+        assert_eq!(yaml["concurrent_reads"], serde_yaml::Value::from(64));
+        assert_eq!(yaml["listen_address"], serde_yaml::Value::from("10.0.0.7"));
+        assert_eq!(yaml["num_tokens"], serde_yaml::Value::from(16));
+        assert!(yaml.get("initial_token").is_none(), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_config_file_from_a_newer_operator_loads() -> anyhow::Result<()> {
+        let dir = temp_dir("render-config");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join(CASSANDRA_CONFIG_FILE);
+        std::fs::write(
+            &file,
+            r#"{"numTokens": 4, "cassandraYaml": {"concurrent_reads": 64}, "someFutureField": {"x": 1}}"#,
+        )?;
+        let loaded = load_settings(Some(&file))?;
+        assert_eq!(loaded.num_tokens, Some(4));
+        assert_eq!(loaded.cassandra_yaml.len(), 1);
+        // The mounted ConfigMap's directory works as well.
+        assert_eq!(load_settings(Some(&dir))?, loaded);
+        assert_eq!(load_settings(None)?, CassandraNodeConfig::default());
+        assert!(load_settings(Some(&dir.join("missing.json"))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 }

@@ -1,0 +1,78 @@
+//! The operator binary as a child process of the test (so a test can SIGKILL it mid-operation),
+//! watching one namespace, with its log appended to a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use stateward_e2e::{Cluster, images};
+
+/// The operator binary `cargo dev images` builds, running as a child process.
+pub struct OperatorProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts the operator for namespace `ns`, with the local images, its log appended to `log`.
+    pub fn start(cluster: &Cluster, ns: &str, log: &Path) -> anyhow::Result<Self> {
+        let binary = images::operator_binary(cluster.layout());
+        stateward_e2e::cluster::require_binary(&binary)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = Command::new(&binary)
+            .arg("run")
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("STATEWARD_WATCH_NAMESPACE", ns)
+            .env(
+                "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
+                images::CASSANDRA_REPOSITORY,
+            )
+            .env("STATEWARD_PILOT_IMAGE", images::PILOT_IMAGE)
+            .env("STATEWARD_METRICS_ADDR", "127.0.0.1:0")
+            .env("STATEWARD_RESYNC_SECONDS", "30")
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(OperatorProcess {
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// SIGKILL: no shutdown path runs, as when a node dies under the operator.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of the operator's log (every process that appended to it).
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `lines` lines of the file at `path` (or why it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(err) => format!("(cannot read {}: {err})", path.display()),
+    }
+}

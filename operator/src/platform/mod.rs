@@ -1,0 +1,49 @@
+//! Kubernetes plumbing every database shares: object names, PKI Secrets, volumes, pods, and
+//! recording status and Events. The database modules call it; it knows no database.
+
+pub mod names;
+pub mod pki;
+pub mod pods;
+pub mod record;
+pub mod volumes;
+
+/// An error of the reconcile pipeline, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("rendering the pilot configuration: {0}")]
+    Render(String),
+    #[error("creating certificates: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("the object has no namespace")]
+    NoNamespace,
+    #[error("Secret {0} exists but holds no usable CA certificate and key")]
+    UnusableCa(String),
+}
+
+pub trait KubeContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error>;
+}
+
+impl<T> KubeContext<T> for Result<T, kube::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Error> {
+        self.map_err(|source| Error::Kube {
+            what: what(),
+            source,
+        })
+    }
+}
+
+/// Now, RFC 3339 in whole seconds (the precision Kubernetes stores), so statuses compare
+/// equal across resyncs within one second.
+pub fn now_rfc3339() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
