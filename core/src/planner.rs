@@ -11,7 +11,7 @@
 //!
 //! The questions only a database can answer go to its [`Database`] implementation.
 
-use crate::database::{Database, Gate, View};
+use crate::database::{Database, View};
 use crate::model::{DesiredPool, Health, Observed, ObservedNode};
 use crate::operation::{
     NodeAction, Operation, OperationKind, Phase, action_id, generation_salt, revision_salt,
@@ -476,6 +476,3 @@ pub(crate) fn restart_action_id(node: &str, revision: &str) -> String {
 pub(crate) fn spec_changed_since<D>(view: View<'_, D>, op: &Operation) -> bool {
     view.observed.generation != op.generation
 }
-
-/// Gate of a leave, re-exported for the implementation's own checks.
-pub type LeaveGate = Gate;

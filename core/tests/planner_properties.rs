@@ -399,13 +399,12 @@ fn simulate_restart(n: i32, upgrade: bool) -> Result<(), TestCaseError> {
             other => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
         }
     }
-    let mut expected: Vec<String> = (0..n).rev().map(|o| format!("p0-{o}")).collect();
+    let expected: Vec<String> = (0..n).rev().map(|o| format!("p0-{o}")).collect();
     prop_assert_eq!(
         &restarted,
         &expected,
         "each node once, highest ordinal first"
     );
-    expected.clear();
     prop_assert!(observed.in_flight.is_none());
     Ok(())
 }
