@@ -94,6 +94,24 @@ pub trait Database {
         NodeAction::Drain
     }
 
+    /// The pilot action run on a restarted node once it is back, verified before the next node
+    /// (Elasticsearch: allocation restored and the health recovered); none by default.
+    fn after_restart(&self) -> Option<NodeAction> {
+        None
+    }
+
+    /// Order in which pools grow: lower ranks first, one rank in spec order (Elasticsearch
+    /// grows master-eligible pools first: a new cluster forms on its first master-eligible node).
+    fn join_rank(&self, _pool: &str) -> u8 {
+        0
+    }
+
+    /// Restart order between pools: lower ranks restart first, pools of one rank in spec order
+    /// (Elasticsearch restarts master-eligible pools last).
+    fn restart_rank(&self, _pool: &str) -> u8 {
+        0
+    }
+
     /// What proves a restarted node is back, beyond what the core checks (a new pod at the
     /// target revision, verified healthy, reporting the target version).
     fn verify_back(

@@ -56,6 +56,71 @@ pub struct CassandraNodeConfig {
     pub jvm_options: Vec<String>,
 }
 
+/// elasticsearch.yml settings Stateward owns: a node's identity, roles, addresses, discovery,
+/// paths and security (which needs x-pack, absent from the build the tests can run). The API
+/// refuses them (and any key that nests them or is nested under them) in
+/// `spec.config.elasticsearchYml`; the operator drops them; the pilot never takes them.
+pub const RESERVED_ELASTICSEARCH_YML_KEYS: &[&str] = &[
+    "cluster.name",
+    "node.name",
+    "node.roles",
+    "node.attr.pool",
+    "network.host",
+    "network.bind_host",
+    "network.publish_host",
+    "http.port",
+    "http.host",
+    "transport.port",
+    "transport.host",
+    "discovery.seed_hosts",
+    "discovery.seed_providers",
+    "discovery.type",
+    "cluster.initial_master_nodes",
+    "path.data",
+    "path.logs",
+    "path.home",
+    "path.repo",
+    "cluster.routing.allocation.exclude._name",
+    "cluster.routing.allocation.enable",
+    "xpack.security.enabled",
+];
+
+/// Whether `key` (dotted, as in elasticsearch.yml) is, nests, or sits under a key Stateward
+/// owns ("discovery" nests "discovery.seed_hosts"; "path.data.x" sits under "path.data").
+pub fn is_reserved_elasticsearch_yml_key(key: &str) -> bool {
+    RESERVED_ELASTICSEARCH_YML_KEYS.iter().any(|r| {
+        key == *r
+            || r.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with('.'))
+            || key
+                .strip_prefix(r)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The file name of the Elasticsearch node configuration inside the cluster's ConfigMap.
+pub const ELASTICSEARCH_CONFIG_FILE: &str = "elasticsearch.json";
+
+/// What the operator tells an Elasticsearch pilot beyond its pod's environment (cluster name,
+/// node name, pool, roles and the discovery host come by environment).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchNodeConfig {
+    /// Extra elasticsearch.yml settings (dotted keys), merged over the pilot's defaults;
+    /// reserved keys are dropped by both sides.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub elasticsearch_yml: BTreeMap<String, serde_json::Value>,
+    /// Extra JVM options, appended to jvm.options.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jvm_options: Vec<String>,
+    /// The master-eligible node names of the very first formation of a new cluster; empty once
+    /// any node reported the cluster formed. The pilot writes `cluster.initial_master_nodes`
+    /// only when this is set *and* its data volume holds no cluster state yet, so a restarted
+    /// or added node never bootstraps a second cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial_master_nodes: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +133,17 @@ mod tests {
         .expect("a newer operator's file parses");
         assert_eq!(parsed.num_tokens, Some(8));
         assert_eq!(parsed.cassandra_yaml.len(), 1);
+    }
+
+    #[test]
+    fn elasticsearch_reserved_keys_cover_nesting_both_ways() {
+        assert!(is_reserved_elasticsearch_yml_key("node.roles"));
+        assert!(is_reserved_elasticsearch_yml_key("discovery"));
+        assert!(is_reserved_elasticsearch_yml_key("path.data.extra"));
+        assert!(!is_reserved_elasticsearch_yml_key(
+            "indices.memory.index_buffer_size"
+        ));
+        assert!(!is_reserved_elasticsearch_yml_key("node.attr.zone"));
     }
 
     #[test]

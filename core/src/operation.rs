@@ -79,6 +79,9 @@ pub enum Phase {
     Deleting,
     /// The pod was deleted: waiting for the new one to come back healthy.
     Rejoining,
+    /// The node is back: its pilot undoes what the drain changed outside the node
+    /// (Elasticsearch: allocation of replicas), verified, before the next node.
+    Resuming,
     /// The action failed; nothing more is done until the spec changes.
     Failed,
 }
@@ -96,6 +99,7 @@ impl Phase {
             Phase::Draining => "Draining",
             Phase::Deleting => "Deleting",
             Phase::Rejoining => "Rejoining",
+            Phase::Resuming => "Resuming",
             Phase::Failed => "Failed",
         }
     }
@@ -163,6 +167,8 @@ pub enum NodeAction {
     },
     /// Stop serving and flush to disk, before the pod is deleted.
     Drain,
+    /// Undo what the drain changed outside the node, once it is back.
+    Resume,
     Cleanup,
     UpgradeSSTables,
 }

@@ -30,6 +30,10 @@ pub enum WaitCause {
     ReplicationUnknown,
     DiskUnknown,
     VersionUnknown,
+    /// Data is moving off a leaving node (Elasticsearch: shard copies relocating away).
+    Evacuating,
+    /// A leaving master-eligible node is being taken out of the voting configuration.
+    MasterHandoff,
 }
 
 impl WaitCause {
@@ -42,6 +46,8 @@ impl WaitCause {
             WaitCause::ReplicationUnknown => "ReplicationUnknown",
             WaitCause::DiskUnknown => "DiskUnknown",
             WaitCause::VersionUnknown => "VersionUnknown",
+            WaitCause::Evacuating => "Evacuating",
+            WaitCause::MasterHandoff => "MasterHandoff",
         }
     }
 }
@@ -311,7 +317,7 @@ fn plan_changes<D: Database>(db: &D, view: View<'_, D::Detail>) -> Plan {
     if let Some(step) = roll::start(db, view) {
         return with(step, refusal);
     }
-    match add_node(view) {
+    match add_node(db, view) {
         Ok(Some(step)) => return with(step, refusal),
         Ok(None) => {}
         Err(refused) => refusal = refusal.or(Some(refused)),
@@ -322,8 +328,11 @@ fn plan_changes<D: Database>(db: &D, view: View<'_, D::Detail>) -> Plan {
     with(Step::Steady, refusal)
 }
 
-fn add_node<D>(view: View<'_, D>) -> Result<Option<Step>, Refusal> {
-    for pool in view.desired.iter().filter(|p| !p.retiring) {
+fn add_node<D: Database>(db: &D, view: View<'_, D::Detail>) -> Result<Option<Step>, Refusal> {
+    let mut pools: Vec<&DesiredPool> = view.desired.iter().filter(|p| !p.retiring).collect();
+    // Stable: pools of one rank grow in spec order.
+    pools.sort_by_key(|p| db.join_rank(&p.name));
+    for pool in pools {
         let current = view.observed.replicas(&pool.name);
         if current >= pool.replicas {
             continue;

@@ -14,13 +14,19 @@ use crate::planner::{
 };
 
 /// The nodes running an older template than their pool's, in restart order.
-fn outdated<'a, D>(view: View<'a, D>) -> Vec<(&'a str, &'a ObservedNode<D>)> {
+fn outdated<'a, DB: Database>(
+    db: &DB,
+    view: View<'a, DB::Detail>,
+) -> Vec<(&'a str, &'a ObservedNode<DB::Detail>)> {
     let mut nodes = Vec::new();
-    for desired in view.desired.iter().filter(|p| !p.retiring) {
+    let mut pools: Vec<_> = view.desired.iter().filter(|p| !p.retiring).collect();
+    // Stable: pools of one rank keep their spec order.
+    pools.sort_by_key(|p| db.restart_rank(&p.name));
+    for desired in pools {
         let Some(pool) = view.observed.pools.get(&desired.name) else {
             continue;
         };
-        let mut pool_nodes: Vec<&ObservedNode<D>> =
+        let mut pool_nodes: Vec<&ObservedNode<DB::Detail>> =
             pool.nodes.iter().filter(|n| pool.is_outdated(n)).collect();
         pool_nodes.sort_by_key(|n| std::cmp::Reverse(n.ordinal));
         nodes.extend(pool_nodes.into_iter().map(|n| (desired.name.as_str(), n)));
@@ -29,8 +35,8 @@ fn outdated<'a, D>(view: View<'a, D>) -> Vec<(&'a str, &'a ObservedNode<D>)> {
 }
 
 /// Starts a restart (or an upgrade) when a node runs an older template.
-pub(crate) fn start<D: Database>(_db: &D, view: View<'_, D::Detail>) -> Option<Step> {
-    let outdated = outdated(view);
+pub(crate) fn start<D: Database>(db: &D, view: View<'_, D::Detail>) -> Option<Step> {
+    let outdated = outdated(db, view);
     let (pool, first) = *outdated.first()?;
     let desired_version = &view.observed.desired_version;
     let versions: Vec<Option<&str>> = view.nodes().map(|n| n.version()).collect();
@@ -218,7 +224,51 @@ fn rejoin<D: Database>(
     if let Err(missing) = db.verify_back(view, node) {
         return waiting(missing);
     }
-    node_done(db, view, op, node, action)
+    match db.after_restart() {
+        None => node_done(db, view, op, node, action),
+        Some(resume) if op.phase != Phase::Resuming => {
+            // A new action ID, recorded before the pilot is asked: the drain's ID stays done.
+            let mut record = op.clone();
+            record.phase = Phase::Resuming;
+            record.action_id = format!("{}-resume", op.action_id);
+            Step::Operation(Box::new(OperationStep::new(
+                record,
+                Act::StartAction(resume),
+            )))
+        }
+        Some(resume) => resuming(db, view, op, node, action, resume),
+    }
+}
+
+/// The node is back and its pilot restores what the drain changed outside it.
+fn resuming<D: Database>(
+    db: &D,
+    view: View<'_, D::Detail>,
+    op: &Operation,
+    node: &ObservedNode<D::Detail>,
+    action: &ActionProgress,
+    resume: crate::operation::NodeAction,
+) -> Step {
+    match action {
+        ActionProgress::NotStarted => at(op, Phase::Resuming, Act::StartAction(resume), None),
+        ActionProgress::Running { message, percent } => step_at(
+            op,
+            Phase::Resuming,
+            Act::Nothing,
+            None,
+            Some(progress_text(message, *percent)),
+        ),
+        ActionProgress::Succeeded { .. } => node_done(db, view, op, node, action),
+        ActionProgress::Failed { error } => {
+            at(op, Phase::Failed, Act::Nothing, Some(error.clone()))
+        }
+        ActionProgress::Unknown { why } => at(
+            op,
+            Phase::Resuming,
+            Act::Nothing,
+            Some(format!("cannot verify the resume's state: {why}")),
+        ),
+    }
 }
 
 /// The node is back: record it, move to the next node or end the operation.
@@ -230,8 +280,14 @@ fn node_done<D: Database>(
     action: &ActionProgress,
 ) -> Step {
     // The operation reaches Deleting only after the pilot verified the drain.
-    let was_drained = matches!(op.phase, Phase::Deleting | Phase::Rejoining);
+    let was_drained = matches!(
+        op.phase,
+        Phase::Deleting | Phase::Rejoining | Phase::Resuming
+    );
     let drained = match action {
+        ActionProgress::Succeeded { verified } if op.phase == Phase::Resuming => {
+            format!("drained before its pod was deleted; resumed (pilot verified: {verified})")
+        }
         ActionProgress::Succeeded { verified } if was_drained && !verified.is_empty() => {
             format!("drained before its pod was deleted (pilot verified: {verified})")
         }

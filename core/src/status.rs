@@ -65,6 +65,19 @@ pub struct NodeStatus {
     /// Anything notable (pod phase, pilot unreachable, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Elasticsearch: the node's roles as it reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub roles: Vec<String>,
+    /// Elasticsearch: shard copies the node holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<i64>,
+    /// Elasticsearch: true on the elected master.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elected_master: bool,
+    /// Free bytes on the node's data volume, as its pilot measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_disk_bytes: Option<i64>,
 }
 
 /// Replica counts of one node pool.
@@ -166,6 +179,13 @@ pub struct ClusterStatus {
     /// The lowest database version any node reports (what the cluster as a whole runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Elasticsearch: the cluster health the nodes report ("green", "yellow", "red").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Elasticsearch: the cluster's UUID, once it formed. Kept: a cluster that formed once is
+    /// never bootstrapped again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_uuid: Option<String>,
     /// The operation in flight, for machines: written before each of its steps is taken and
     /// read back by the next reconcile, so a restarted operator resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,6 +312,9 @@ pub fn build(inputs: StatusInputs<'_>) -> ClusterStatus {
         ready_replicas: ready,
         selector: Some(inputs.selector),
         version,
+        // Set by the database's own status step; the UUID is kept once known.
+        health: None,
+        cluster_uuid: inputs.previous.and_then(|s| s.cluster_uuid.clone()),
         operation,
         current_operation: current,
         nodes: inputs.nodes,

@@ -61,6 +61,10 @@ fn next_words(op: &OperationStep) -> String {
                     .map(|v| format!(" and version {v}"))
                     .unwrap_or_default()
             ),
+            Phase::Resuming => format!(
+                "verify the cluster recovered after {} came back, then the next node",
+                record.node
+            ),
             Phase::Failed => "nothing more is restarted; fix the node, then change the spec to \
                               retry"
                 .into(),

@@ -333,6 +333,7 @@ fn start(layout: &Layout, infra: &[images::Built]) -> anyhow::Result<()> {
         ),
     )?;
     let containerd_config = layout.config().join("containerd.toml");
+    raise_open_files_limit();
     process::start(
         layout,
         &Daemon::new(
@@ -773,4 +774,39 @@ pub fn require_binary(path: &Path) -> anyhow::Result<()> {
         bail!("{} is missing: run `cargo dev up` first", path.display());
     }
     Ok(())
+}
+
+/// Containers get containerd's own open-files limit (the CRI plugin sets none, so containerd,
+/// its shims and runc pass theirs on). A shell's usual 1024 or 20000 fails Elasticsearch's
+/// bootstrap check (>= 65535) in pods that bind a non-loopback address, so containerd (and
+/// with it every container) starts with the limit systemd gives containerd.service on Debian:
+/// 1048576. Raising the hard limit needs CAP_SYS_RESOURCE; without it (some sandboxes) the
+/// soft limit is raised to the hard one and a warning says what containers will get.
+fn raise_open_files_limit() {
+    const WANTED: libc::rlim_t = 1 << 20;
+    let wanted = libc::rlimit {
+        rlim_cur: WANTED,
+        rlim_max: WANTED,
+    };
+    // SAFETY: setrlimit(2)/getrlimit(2) only read/write the struct we pass; the limit applies
+    // to this process and the children it starts from now on.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+            return;
+        }
+        let error = std::io::Error::last_os_error();
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) == 0 {
+            current.rlim_cur = current.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &current);
+        }
+        eprintln!(
+            "warning: cannot raise the open files limit to {WANTED} ({error}); containers get \
+             {} (Elasticsearch's bootstrap check wants at least 65535)",
+            current.rlim_cur
+        );
+    }
 }

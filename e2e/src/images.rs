@@ -36,15 +36,26 @@ pub const CASSANDRA_IMAGE_VERSIONS: &[&str] = &[
     crate::cassandra_dist::CASSANDRA_VERSION,
     crate::cassandra_dist::UPGRADE_FROM_VERSION,
 ];
-// TODO(elasticsearch issue): `stateward.local/elasticsearch:<version>` built like the
-// Cassandra image (JRE rootfs + distribution from Maven Central); not needed yet.
+/// The Elasticsearch images' repository; an image is `<repository>:<version>`.
+pub const ELASTICSEARCH_REPOSITORY: &str = "stateward.local/elasticsearch";
+/// The Elasticsearch versions `cargo dev images` builds.
+pub const ELASTICSEARCH_IMAGE_VERSIONS: &[&str] =
+    &[crate::elasticsearch_dist::ELASTICSEARCH_VERSION];
+/// ES_HOME in the Elasticsearch image, as in the official one.
+pub const ELASTICSEARCH_HOME: &str = "/usr/share/elasticsearch";
 
 const PAUSE_SOURCE: &str = include_str!("../images/pause.c");
+const NOFILE_FLOOR_SOURCE: &str = include_str!("../images/nofile-floor.c");
 const NONROOT_UID: u32 = 65532;
 const CASSANDRA_UID: u32 = 999;
 /// Bump when the Cassandra image's assembly changes (its inputs' hashes do not see code).
 const CASSANDRA_LAYOUT_REVISION: &str = "3";
 const JAVA_HOME: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
+/// The official Elasticsearch image's user: uid 1000, group 0 (so an arbitrary uid in group 0,
+/// as OpenShift assigns, can write too).
+const ELASTICSEARCH_UID: u32 = 1000;
+/// Bump when the Elasticsearch image's assembly changes (its inputs' hashes do not see code).
+const ELASTICSEARCH_LAYOUT_REVISION: &str = "1";
 
 /// Image runtime configuration (the OCI config fields we use).
 #[derive(Default)]
@@ -320,21 +331,19 @@ pub fn build_infra(layout: &Layout) -> anyhow::Result<Vec<Built>> {
 
 /// Builds the project's images: operator, pilot, Cassandra.
 pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
-    eprintln!("cargo build --release -p stateward-operator -p stateward-pilot ...");
+    // The whole workspace with every target, not just the two binaries: `cargo dev test`
+    // runs `cargo test --release --workspace` next, and cargo unifies features over what a
+    // command selects (dev-dependencies included only when tests are built). With the same
+    // selection both commands share one set of compiled units, so the test run compiles
+    // nothing again; with `-p operator -p pilot` kube, rustls, tokio etc. were built twice.
+    eprintln!("cargo build --release --workspace --all-targets ...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(layout.repo())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "stateward-operator",
-            "-p",
-            "stateward-pilot",
-        ])
+        .args(["build", "--release", "--workspace", "--all-targets"])
         .status()
         .context("run cargo build")?;
     if !status.success() {
-        bail!("cargo build of the operator and pilot failed ({status}); see above");
+        bail!("cargo build of the workspace failed ({status}); see above");
     }
     let target = cargo_target_dir(layout).join("release");
     let specs = [
@@ -349,12 +358,21 @@ pub fn build_project(layout: &Layout) -> anyhow::Result<Vec<Built>> {
     for version in CASSANDRA_IMAGE_VERSIONS {
         built.push(cassandra(layout, &jre, version)?);
     }
+    let base = minbase_base(layout)?;
+    for version in ELASTICSEARCH_IMAGE_VERSIONS {
+        built.push(elasticsearch(layout, &base, version)?);
+    }
     Ok(built)
 }
 
 /// `<CASSANDRA_REPOSITORY>:<version>`, the image the operator runs for `spec.version`.
 pub fn cassandra_image(version: &str) -> String {
     format!("{CASSANDRA_REPOSITORY}:{version}")
+}
+
+/// `<ELASTICSEARCH_REPOSITORY>:<version>`.
+pub fn elasticsearch_image(version: &str) -> String {
+    format!("{ELASTICSEARCH_REPOSITORY}:{version}")
 }
 
 /// The workspace's target directory (shared; honours CARGO_TARGET_DIR if a user set it).
@@ -655,6 +673,109 @@ fn stage_cassandra(dist: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `stateward.local/elasticsearch:<version>`: the minbase layer (shared) and a layer with the
+/// distribution, which brings its own JDK. Staged only when its inputs changed.
+fn elasticsearch(layout: &Layout, base: &BaseLayer, version: &str) -> anyhow::Result<Built> {
+    let reference = elasticsearch_image(version);
+    let dist = crate::elasticsearch_dist::ensure_dist(version)
+        .with_context(|| format!("assemble the Elasticsearch {version} distribution"))?;
+    let listing = cmd::output(
+        Command::new("find")
+            .arg(&dist)
+            .args(["-printf", "%P %s %T@\n"]),
+    )
+    .context("list the Elasticsearch distribution")?;
+    let spec = ImageSpec {
+        reference: reference.clone(),
+        base: Some(base.clone()),
+        layers: vec![layout.image_work().join("stage").join(sanitize(&reference))],
+        config: ImageConfig {
+            cmd: vec![format!("{ELASTICSEARCH_HOME}/bin/elasticsearch")],
+            user: format!("{ELASTICSEARCH_UID}:0"),
+            env: vec![
+                format!("ES_HOME={ELASTICSEARCH_HOME}"),
+                format!("ES_PATH_CONF={ELASTICSEARCH_HOME}/config"),
+                format!(
+                    "PATH={ELASTICSEARCH_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+                ),
+            ],
+            workdir: Some(ELASTICSEARCH_HOME.into()),
+            ..Default::default()
+        },
+        key: hash_parts(&[
+            listing.as_bytes(),
+            ELASTICSEARCH_LAYOUT_REVISION.as_bytes(),
+            NOFILE_FLOOR_SOURCE.as_bytes(),
+        ]),
+    };
+    if let Some(built) = current(layout, &spec) {
+        return Ok(built);
+    }
+    let dir = stage(layout, &reference)?;
+    stage_elasticsearch(layout, &dist, &dir)?;
+    let built = build(layout, &spec)?;
+    // The staged copy is in the archive now; it is made again only when the inputs change.
+    std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    Ok(built)
+}
+
+/// The official image's layout in `dir`: the distribution in /usr/share/elasticsearch with
+/// config/, data/ and logs/ owned by uid 1000 and group 0 (group-writable), and an
+/// `elasticsearch` user in /etc/passwd (the JVM wants a home for user.home).
+fn stage_elasticsearch(layout: &Layout, dist: &Path, dir: &Path) -> anyhow::Result<()> {
+    let home = dir.join(ELASTICSEARCH_HOME.trim_start_matches('/'));
+    let parent = home.parent().context("ES_HOME has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    cmd::run(Command::new("cp").arg("-a").arg(dist).arg(&home))
+        .context("copy the Elasticsearch distribution")?;
+    // The cache's completion marker means nothing inside the image.
+    std::fs::remove_file(home.join(".stateward-complete")).ok();
+    nofile_floor(layout, &home)?;
+    let owned: Vec<PathBuf> = ["config", "data", "logs"]
+        .iter()
+        .map(|d| home.join(d))
+        .collect();
+    cmd::run(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{ELASTICSEARCH_UID}:0"))
+            .args(&owned),
+    )?;
+    cmd::run(Command::new("chmod").arg("-R").arg("g=u").args(&owned))?;
+    // A whole /etc/passwd (a layer replaces the file): minbase's plus the elasticsearch user.
+    let (rootfs, _) = minbase(layout)?;
+    let passwd =
+        std::fs::read_to_string(rootfs.join("etc/passwd")).context("read minbase's /etc/passwd")?;
+    std::fs::create_dir_all(dir.join("etc")).context("create /etc")?;
+    std::fs::write(
+        dir.join("etc/passwd"),
+        format!(
+            "{passwd}elasticsearch:x:{ELASTICSEARCH_UID}:0:elasticsearch:{ELASTICSEARCH_HOME}:/bin/sh\n"
+        ),
+    )
+    .context("write /etc/passwd")?;
+    Ok(())
+}
+
+/// The open-files floor preloaded by `bin/elasticsearch` when the machine's limit is below
+/// Elasticsearch's bootstrap minimum (see `e2e/images/nofile-floor.c`), built against the
+/// host's gcc and glibc (the same Debian release as the image's).
+fn nofile_floor(layout: &Layout, home: &Path) -> anyhow::Result<()> {
+    let src = layout.image_work().join("nofile-floor.c");
+    std::fs::write(&src, NOFILE_FLOOR_SOURCE)
+        .with_context(|| format!("write {}", src.display()))?;
+    let out = home.join("lib/stateward");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    cmd::run(
+        Command::new(cmd::require("gcc")?)
+            .args(["-shared", "-fPIC", "-Os", "-s", "-o"])
+            .arg(out.join("nofile-floor.so"))
+            .arg(&src)
+            .arg("-ldl"),
+    )
+    .context("compile the open-files floor (needs gcc and libc6-dev)")
+}
+
 /// The Debian mirror apt uses on this machine (deb822 or one-line sources).
 fn debian_mirror() -> String {
     let mut texts = Vec::new();
@@ -710,6 +831,16 @@ pub fn minbase(layout: &Layout) -> anyhow::Result<(PathBuf, String)> {
         clean_apt(tmp)
     })
     .map(|dir| (dir, key))
+}
+
+/// Debian minbase as a shared base layer (the Elasticsearch images bring their own JDK).
+fn minbase_base(layout: &Layout) -> anyhow::Result<BaseLayer> {
+    let (rootfs, key) = minbase(layout)?;
+    Ok(BaseLayer {
+        name: "bookworm-minbase".into(),
+        rootfs,
+        key,
+    })
 }
 
 /// The JRE root filesystem as the shared base layer of the Cassandra images.

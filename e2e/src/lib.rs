@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod components;
 pub mod configs;
+pub mod elasticsearch_dist;
 pub mod images;
 pub mod kubectl;
 pub mod layout;

@@ -112,58 +112,59 @@ fn test(cluster: &Cluster, args: &[String]) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-/// Installs the chart (when present) and the example CassandraCluster, waits, and shows it.
-// The lead extends this (wait conditions, what to print); each step is one call.
+/// Installs the chart and the example clusters (every database Stateward runs), waits until
+/// each is Available, and shows them.
 fn demo(cluster: &Cluster) -> anyhow::Result<()> {
     let repo = cluster.layout().repo();
     let chart = repo.join("charts/stateward");
-    if chart.is_dir() {
-        helm(
-            cluster,
-            &[
-                "upgrade",
-                "--install",
-                "stateward",
-                &chart.display().to_string(),
-                "--namespace",
-                "stateward-system",
-                "--create-namespace",
-                // The local images, loaded into the node by `images`.
-                "--set",
-                "image.repository=stateward.local/operator,image.tag=dev,image.pullPolicy=Never",
-                "--set",
-                "pilot.image.repository=stateward.local/pilot,pilot.image.tag=dev",
-                "--set",
-                "cassandra.image.repository=stateward.local/cassandra",
-                "--wait",
-                "--timeout=5m",
-            ],
-        )?;
-    } else {
-        eprintln!("charts/stateward does not exist yet: skipping the operator install");
+    helm(
+        cluster,
+        &[
+            "upgrade",
+            "--install",
+            "stateward",
+            &chart.display().to_string(),
+            "--namespace",
+            "stateward-system",
+            "--create-namespace",
+            // The local images, loaded into the node by `images`.
+            "--set",
+            "image.repository=stateward.local/operator,image.tag=dev,image.pullPolicy=Never",
+            "--set",
+            "pilot.image.repository=stateward.local/pilot,pilot.image.tag=dev",
+            "--set",
+            "cassandra.image.repository=stateward.local/cassandra",
+            "--set",
+            "elasticsearch.image.repository=stateward.local/elasticsearch",
+            "--wait",
+            "--timeout=5m",
+        ],
+    )?;
+    let examples: Vec<String> = ["examples/cassandra.yaml", "examples/elasticsearch.yaml"]
+        .iter()
+        .map(|e| repo.join(e).display().to_string())
+        .collect();
+    // Both at once: they form side by side.
+    for example in &examples {
+        cluster.kubectl(&["apply", "-f", example])?;
     }
-    let example = repo.join("examples/cassandra.yaml");
-    if example.is_file() {
-        cluster.kubectl(&["apply", "-f", &example.display().to_string()])?;
+    for example in &examples {
         cluster
             .kubectl(&[
                 "wait",
                 "--for=condition=Available",
                 "-f",
-                &example.display().to_string(),
+                example,
                 "--timeout=900s",
             ])
-            .context("the example Cassandra cluster did not become Ready")?;
+            .with_context(|| format!("the cluster of {example} did not become Available"))?;
+    }
+    for example in &examples {
         print!(
             "{}",
-            cluster.kubectl(&["get", "-f", &example.display().to_string(), "-o", "wide"])?
+            cluster.kubectl(&["get", "-f", example, "-o", "wide"])?
         );
-        print!(
-            "{}",
-            cluster.kubectl(&["describe", "-f", &example.display().to_string()])?
-        );
-    } else {
-        eprintln!("examples/cassandra.yaml does not exist yet: nothing to deploy");
+        print!("{}", cluster.kubectl(&["describe", "-f", example])?);
     }
     print!("{}", cluster.kubectl(&["get", "pods", "-A", "-o", "wide"])?);
     Ok(())

@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 pub struct OperatorConfig {
     /// Repository of the Cassandra image; the tag is the cluster's version.
     pub cassandra_image_repository: String,
+    /// Repository of the Elasticsearch image; the tag is the cluster's version.
+    pub elasticsearch_image_repository: String,
     /// Default pilot image.
     pub pilot_image: String,
     pub image_pull_policy: String,
@@ -18,6 +20,7 @@ impl Default for OperatorConfig {
     fn default() -> Self {
         OperatorConfig {
             cassandra_image_repository: "docker.io/library/cassandra".into(),
+            elasticsearch_image_repository: "docker.elastic.co/elasticsearch/elasticsearch".into(),
             pilot_image: "ghcr.io/stateward/pilot:0.1.0".into(),
             image_pull_policy: "IfNotPresent".into(),
             field_manager: "stateward-operator".into(),

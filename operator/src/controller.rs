@@ -14,12 +14,14 @@ use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::cassandra::CassandraCluster;
-use crate::cassandra::reconcile::{Error, reconcile};
+use crate::api::elasticsearch::ElasticsearchCluster;
+use crate::cluster::ClusterKind;
+use crate::cluster::reconcile::{Error, reconcile};
 use crate::context::Context;
 use crate::labels;
 use crate::pilots::ClusterKey;
 
-fn error_policy(cluster: Arc<CassandraCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy<K: ClusterKind>(cluster: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
@@ -30,22 +32,39 @@ pub async fn run_cassandra(
     namespace: Option<String>,
     pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
 ) {
+    run::<CassandraCluster>(ctx, namespace, pilot_changes).await
+}
+
+/// Run the ElasticsearchCluster controller until a shutdown signal.
+pub async fn run_elasticsearch(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
+) {
+    run::<ElasticsearchCluster>(ctx, namespace, pilot_changes).await
+}
+
+/// Run the controller of one database kind until a shutdown signal.
+pub async fn run<K: ClusterKind>(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
+) {
     let client = ctx.client.clone();
-    let (clusters, statefulsets, pods): (Api<CassandraCluster>, Api<StatefulSet>, Api<Pod>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client),
-            ),
-        };
+    let (clusters, statefulsets, pods): (Api<K>, Api<StatefulSet>, Api<Pod>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
     let owned = watcher::Config::default().labels(&labels::managed_selector());
-    info!(namespace = ?namespace, "starting CassandraCluster controller");
+    info!(namespace = ?namespace, kind = K::kind(&()).as_ref(), "starting controller");
     // Any pilot's change reconciles every cluster: cheap at our scale, and kube-runtime's
     // targeted `reconcile_on` is still behind an unstable feature.
     let pilot_triggers = futures::stream::iter(pilot_changes)
@@ -60,7 +79,12 @@ pub async fn run_cassandra(
         .watches(pods, owned, |pod: Pod| {
             let cluster = pod.labels().get(labels::CLUSTER)?.clone();
             let ns = pod.namespace()?;
-            Some(ObjectRef::<CassandraCluster>::new(&cluster).within(&ns))
+            // Only pods of this kind (the app label), so a same-named cluster of another kind
+            // is not woken.
+            if pod.labels().get(labels::NAME).map(String::as_str) != Some(K::APP_NAME) {
+                return None;
+            }
+            Some(ObjectRef::<K>::new(&cluster).within(&ns))
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -4,9 +4,11 @@
 pub mod api;
 pub mod apply;
 pub mod cassandra;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod elasticsearch;
 pub mod http;
 pub mod labels;
 pub mod pilot_client;

@@ -35,6 +35,13 @@ struct RunArgs {
         default_value = "docker.io/library/cassandra"
     )]
     cassandra_image_repository: String,
+    /// Repository of the Elasticsearch image; the tag is the cluster's version.
+    #[arg(
+        long,
+        env = "STATEWARD_ELASTICSEARCH_IMAGE_REPOSITORY",
+        default_value = "docker.elastic.co/elasticsearch/elasticsearch"
+    )]
+    elasticsearch_image_repository: String,
     /// Default pilot image.
     #[arg(
         long,
@@ -87,12 +94,14 @@ async fn main() -> anyhow::Result<()> {
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
             let config = OperatorConfig {
                 cassandra_image_repository: args.cassandra_image_repository,
+                elasticsearch_image_repository: args.elasticsearch_image_repository,
                 pilot_image: args.pilot_image,
                 image_pull_policy: args.image_pull_policy,
                 ..OperatorConfig::default()
             };
             let pilots = Arc::new(PilotRegistry::default());
-            let pilot_changes = pilots.subscribe();
+            let cassandra_changes = pilots.subscribe();
+            let elasticsearch_changes = pilots.subscribe();
             let ctx = Arc::new(Context::new(
                 client,
                 config,
@@ -104,8 +113,18 @@ async fn main() -> anyhow::Result<()> {
                 args.metrics_addr,
                 ctx.clone(),
             ));
-            stateward_operator::controller::run_cassandra(ctx, args.namespace, Some(pilot_changes))
-                .await;
+            tokio::join!(
+                stateward_operator::controller::run_cassandra(
+                    ctx.clone(),
+                    args.namespace.clone(),
+                    Some(cassandra_changes),
+                ),
+                stateward_operator::controller::run_elasticsearch(
+                    ctx,
+                    args.namespace,
+                    Some(elasticsearch_changes),
+                ),
+            );
             http.abort();
             Ok(())
         }

@@ -12,6 +12,7 @@ mod actions;
 mod cassandra;
 mod cli;
 mod driver;
+mod elasticsearch;
 mod fsutil;
 mod grpc;
 mod probes;
@@ -44,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Drive a Cassandra node.
     Cassandra(cassandra::Args),
+    /// Drive an Elasticsearch node.
+    Elasticsearch(elasticsearch::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +72,13 @@ fn main() -> anyhow::Result<()> {
                     .context("rendering the Cassandra configuration")?;
                 let driver =
                     cassandra::Cassandra::new(&args).context("setting up the Cassandra driver")?;
+                run(args.common, &args.data_dir, driver).await
+            }
+            Command::Elasticsearch(args) => {
+                elasticsearch::render::render(&args)
+                    .context("rendering the Elasticsearch configuration")?;
+                let driver = elasticsearch::Elasticsearch::new(&args)
+                    .context("setting up the Elasticsearch driver")?;
                 run(args.common, &args.data_dir, driver).await
             }
         }

@@ -28,6 +28,7 @@ pub mod v1 {
                 Some(Action::UpgradeSstables(_)) => ActionKind::UpgradeSstables,
                 Some(Action::AllocationExclusion(_)) => ActionKind::AllocationExclusion,
                 Some(Action::VotingExclusion(_)) => ActionKind::VotingExclusion,
+                Some(Action::Resume(_)) => ActionKind::Resume,
                 None => ActionKind::Unspecified,
             }
         }

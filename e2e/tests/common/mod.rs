@@ -7,31 +7,38 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 use stateward_e2e::Cluster;
 use stateward_operator::api::cassandra::CassandraCluster;
+use stateward_operator::api::elasticsearch::ElasticsearchCluster;
 
 // Each test crate that includes `common` uses a part of these.
 #[allow(dead_code)]
 pub mod cql;
 #[allow(dead_code)]
+pub mod es;
+#[allow(dead_code)]
 pub mod operator;
 
+/// Applies every CRD the operator serves and waits until each is established.
 pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = CassandraCluster::crd();
-    crds.patch(
-        "cassandraclusters.stateward.io",
-        &PatchParams::apply("stateward-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    wait_for("CRD established", Duration::from_secs(30), || async {
-        let crd = crds.get("cassandraclusters.stateward.io").await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await
+    for crd in [CassandraCluster::crd(), ElasticsearchCluster::crd()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply("stateward-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        wait_for("CRD established", Duration::from_secs(30), || async {
+            let crd = crds.get(&name).await.ok()?;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>

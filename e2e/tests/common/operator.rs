@@ -31,6 +31,10 @@ impl OperatorProcess {
                 "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
                 images::CASSANDRA_REPOSITORY,
             )
+            .env(
+                "STATEWARD_ELASTICSEARCH_IMAGE_REPOSITORY",
+                images::ELASTICSEARCH_REPOSITORY,
+            )
             .env("STATEWARD_PILOT_IMAGE", images::PILOT_IMAGE)
             .env("STATEWARD_METRICS_ADDR", "127.0.0.1:0")
             .env("STATEWARD_RESYNC_SECONDS", "30")

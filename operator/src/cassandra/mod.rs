@@ -1,8 +1,9 @@
 //! Everything specific to Apache Cassandra: its answers to the core's questions
-//! (`database`), the objects that run it (`resources`), and its reconcile pipeline.
+//! (`database`), the objects that run it (`resources`), and its part in the shared reconcile
+//! (`kind`).
 
 pub mod database;
-pub mod reconcile;
+pub mod kind;
 pub mod resources;
 
 #[cfg(test)]

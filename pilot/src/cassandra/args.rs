@@ -62,6 +62,8 @@ pub struct Args {
 pub fn parse(argv: &[&str]) -> Args {
     use clap::Parser;
     let full = ["stateward-pilot", "cassandra"].iter().chain(argv);
-    let crate::Command::Cassandra(args) = crate::Cli::parse_from(full).command;
+    let crate::Command::Cassandra(args) = crate::Cli::parse_from(full).command else {
+        panic!("parsed another subcommand");
+    };
     args
 }

@@ -1,5 +1,6 @@
-//! The Cassandra reconcile: observe → plan (pure, in the core) → record status and Events →
-//! act. Only the two ends touch the API; the plumbing they use is in `platform/`.
+//! The reconcile of every database kind: observe → plan (pure, in the core) → record status
+//! and Events → act. Only the two ends touch the API; the plumbing they use is in `platform/`;
+//! what differs between kinds comes from their [`ClusterKind`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,36 +10,31 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use stateward_core::Database;
 use stateward_core::model::{
     DesiredPool, InFlight, Observed, ObservedNode, ObservedPool, VolumePolicy, VolumeState,
 };
-use stateward_core::operation::NodeAction;
 use stateward_core::planner::{self, Act, Plan, Step};
 use stateward_core::status::{
     self as core_status, ClusterStatus, NodeStatus, PoolStatus, StatusInputs,
 };
-use stateward_proto::v1::{
-    ActionSpec, CleanupAction, DecommissionAction, DrainAction, UpgradeSsTablesAction, action_spec,
-};
 use tracing::{info, warn};
 
-use super::database::{Cassandra, CassandraDetail, report_of};
-use super::resources::{self, APP_NAME, Names};
-use crate::api::cassandra::{CassandraCluster, PvcPolicy};
+use super::{ClusterKind, DetailOf};
 use crate::apply::{self, Outcome};
 use crate::context::{Context, PilotAddress};
 use crate::labels;
 use crate::pilots::PodAddress;
 pub use crate::platform::Error;
+use crate::platform::names::Names;
 use crate::platform::record::{Recording, record};
 use crate::platform::{KubeContext, now_rfc3339, pki, pods, volumes};
 
 /// What the observe phase saw.
-struct Observation {
-    planner: Observed<CassandraDetail>,
+struct Observation<D> {
+    planner: Observed<D>,
     desired: Vec<DesiredPool>,
     statefulsets: Vec<StatefulSet>,
     pods: Vec<Pod>,
@@ -47,7 +43,10 @@ struct Observation {
     pools: Vec<PoolStatus>,
 }
 
-pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: ClusterKind>(
+    cluster: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
@@ -57,21 +56,22 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
         return Ok(Action::await_change());
     }
 
-    let observation = observe(&cluster, &ctx, &ns, &names).await?;
+    let observation = observe(cluster.as_ref(), &ctx, &ns, &names).await?;
+    let db = cluster.database();
     let plan = planner::plan(
-        &Cassandra,
+        &db,
         &observation.desired,
-        cluster.spec.is_paused(),
+        cluster.is_paused(),
         &observation.planner,
     );
-    let next = build_status(&cluster, &names, &observation, &plan);
+    let next = build_status(cluster.as_ref(), &names, &observation, &plan);
     // The intent (operation, action ID, phase) is recorded before anything is done, so that a
     // restarted operator resumes the same operation instead of starting another.
-    let api = Api::<CassandraCluster>::namespaced(ctx.client.clone(), &ns);
+    let api = Api::<K>::namespaced(ctx.client.clone(), &ns);
     let recording = Recording {
         api: &api,
         object: cluster.as_ref(),
-        previous: cluster.status.as_ref(),
+        previous: cluster.cluster_status(),
         field_manager: &ctx.config.field_manager,
         recorder: &ctx.recorder,
         writes: &ctx.writes,
@@ -80,7 +80,7 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if plan.step != Step::Paused {
-        act(&cluster, &ctx, &ns, &names, &observation, &plan.step).await?;
+        act(cluster.as_ref(), &ctx, &ns, &names, &observation, &plan).await?;
     }
     Ok(match (&plan.step, &plan.refusal) {
         (Step::Steady, None) | (Step::Paused, _) => Action::requeue(ctx.resync),
@@ -92,10 +92,10 @@ pub async fn reconcile(cluster: Arc<CassandraCluster>, ctx: Arc<Context>) -> Res
     })
 }
 
-fn build_status(
-    cluster: &CassandraCluster,
+fn build_status<K: ClusterKind>(
+    cluster: &K,
     names: &Names,
-    observation: &Observation,
+    observation: &Observation<DetailOf<K>>,
     plan: &Plan,
 ) -> ClusterStatus {
     let step_node = match &plan.step {
@@ -105,19 +105,20 @@ fn build_status(
     let volume_note = plan.step.operation().and_then(|op| {
         let record = &op.operation;
         let volume = names.data_volume(&record.pool, record.ordinal);
-        op.finished.iter().any(|f| f.succeeded).then(|| {
-            match cluster.spec.pvc_policy_on_scale_down() {
-                PvcPolicy::Delete => format!("PVC {volume} deleted"),
-                PvcPolicy::Retain => format!(
+        op.finished
+            .iter()
+            .any(|f| f.succeeded)
+            .then(|| match cluster.volume_policy() {
+                VolumePolicy::Delete => format!("PVC {volume} deleted"),
+                VolumePolicy::Retain => format!(
                     "PVC {volume} retained, marked {}",
                     labels::DECOMMISSIONED_ANNOTATION
                 ),
-            }
-        })
+            })
     });
-    core_status::build(StatusInputs {
-        generation: cluster.metadata.generation,
-        previous: cluster.status.as_ref(),
+    let mut status = core_status::build(StatusInputs {
+        generation: cluster.meta().generation,
+        previous: cluster.cluster_status(),
         plan,
         nodes: observation.nodes.clone(),
         pools: observation.pools.clone(),
@@ -125,19 +126,16 @@ fn build_status(
         step_node,
         now: now_rfc3339(),
         volume_note,
-        after_join: Cassandra.after_join(),
-    })
+        after_join: cluster.database().after_join(),
+    });
+    cluster.cluster_fields(&observation.planner, &mut status);
+    status
 }
 
 /// The pools the planner works on: the spec's, then those removed from the spec whose
 /// StatefulSet still exists (their nodes leave through verified removals first).
-fn desired_pools(cluster: &CassandraCluster, statefulsets: &[StatefulSet]) -> Vec<DesiredPool> {
-    let mut desired: Vec<DesiredPool> = cluster
-        .spec
-        .node_pools
-        .iter()
-        .map(|p| DesiredPool::new(&p.name, cluster.spec.pool_replicas(p)))
-        .collect();
+fn desired_pools<K: ClusterKind>(cluster: &K, statefulsets: &[StatefulSet]) -> Vec<DesiredPool> {
+    let mut desired = cluster.spec_pools();
     for sts in statefulsets {
         let Some(pool) = sts.labels().get(labels::POOL) else {
             continue;
@@ -153,14 +151,16 @@ fn desired_pools(cluster: &CassandraCluster, statefulsets: &[StatefulSet]) -> Ve
     desired
 }
 
-async fn observe(
-    cluster: &CassandraCluster,
+async fn observe<K: ClusterKind>(
+    cluster: &K,
     ctx: &Context,
     ns: &str,
     names: &Names,
-) -> Result<Observation, Error> {
-    let selector = labels::to_selector_string(&labels::cluster_selector(&names.cluster));
-    let lp = ListParams::default().labels(&selector);
+) -> Result<Observation<DetailOf<K>>, Error> {
+    // The kind's name too: a cluster of another kind may share the name in this namespace.
+    let mut selector = labels::cluster_selector(&names.cluster);
+    selector.insert(labels::NAME.to_string(), K::APP_NAME.to_string());
+    let lp = ListParams::default().labels(&labels::to_selector_string(&selector));
     let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
         .list(&lp)
         .await
@@ -178,17 +178,14 @@ async fn observe(
         .items;
     track_pilots(ctx, ns, names, &pods).await?;
 
-    let previous = cluster.status.as_ref();
+    let previous = cluster.cluster_status();
     let mut planner_view = Observed {
-        generation: cluster.metadata.generation.unwrap_or(0),
-        desired_version: cluster.spec.version.clone(),
+        generation: cluster.meta().generation.unwrap_or(0),
+        desired_version: cluster.version().to_string(),
         pending_tasks: previous
             .map(ClusterStatus::pending_tasks)
             .unwrap_or_default(),
-        volume_policy: match cluster.spec.pvc_policy_on_scale_down() {
-            PvcPolicy::Delete => VolumePolicy::Delete,
-            PvcPolicy::Retain => VolumePolicy::Retain,
-        },
+        volume_policy: cluster.volume_policy(),
         ..Observed::default()
     };
     if let Some(operation) = previous.and_then(|s| s.operation.clone()) {
@@ -210,6 +207,7 @@ async fn observe(
     let mut pools = Vec::new();
     for pool in &desired {
         let observed_pool = observe_pool(
+            cluster,
             ctx,
             ns,
             names,
@@ -240,7 +238,8 @@ async fn observe(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn observe_pool(
+fn observe_pool<K: ClusterKind>(
+    cluster: &K,
     ctx: &Context,
     ns: &str,
     names: &Names,
@@ -250,7 +249,7 @@ fn observe_pool(
     claims: &[PersistentVolumeClaim],
     previous: Option<&ClusterStatus>,
     nodes: &mut Vec<NodeStatus>,
-) -> ObservedPool<CassandraDetail> {
+) -> ObservedPool<DetailOf<K>> {
     let sts_name = names.statefulset(pool);
     let sts = statefulsets.iter().find(|s| s.name_any() == sts_name);
     let volume_prefix = format!("data-{sts_name}-");
@@ -288,11 +287,12 @@ fn observe_pool(
         let Some(ordinal) = pods::ordinal_of(pod, &sts_name) else {
             continue;
         };
-        let node = observe_node(ctx, ns, pod, ordinal, previous);
-        nodes.push(NodeStatus {
+        let node = observe_node::<K>(ctx, ns, pod, ordinal, previous);
+        let mut status = NodeStatus {
             name: node.name.clone(),
             pool: pool.to_string(),
-            state: Cassandra
+            state: cluster
+                .database()
                 .state_word(node.health(), node.pod_ready)
                 .to_string(),
             ready: node.is_ready(),
@@ -302,19 +302,28 @@ fn observe_pool(
             revision: node.revision.clone(),
             outdated: observed.is_outdated(&node),
             message: (!node.is_ready()).then(|| pods::problem(pod)).flatten(),
-        });
+            // Signed, as Kubernetes schemas know no unsigned formats.
+            free_disk_bytes: node
+                .report
+                .as_ref()
+                .and_then(|r| r.free_disk_bytes)
+                .and_then(|b| i64::try_from(b).ok()),
+            ..NodeStatus::default()
+        };
+        cluster.node_status(&node, &mut status);
+        nodes.push(status);
         observed.nodes.push(node);
     }
     observed
 }
 
-fn observe_node(
+fn observe_node<K: ClusterKind>(
     ctx: &Context,
     ns: &str,
     pod: &Pod,
     ordinal: i32,
     previous: Option<&ClusterStatus>,
-) -> ObservedNode<CassandraDetail> {
+) -> ObservedNode<DetailOf<K>> {
     let name = pod.name_any();
     let uid = pod.uid();
     // A view kept from an earlier incarnation of this pod name is not this pod's: a pilot
@@ -323,12 +332,12 @@ fn observe_node(
         .pilots
         .status(ns, &name)
         .filter(|s| s.pod_uid.is_empty() || Some(&s.pod_uid) == uid.as_ref())
-        .map(|s| report_of(&s));
+        .map(|s| K::report_of(&s));
     // The host ID outlives a report: a decommissioned node is still identified by the one its
     // pilot reported while it was a member.
     let identity = report
         .as_ref()
-        .and_then(|r| r.detail.host_id.clone())
+        .and_then(|r| K::identity_of(&r.detail))
         .or_else(|| {
             previous
                 .and_then(|s| s.nodes.iter().find(|n| n.name == name))
@@ -365,22 +374,24 @@ async fn track_pilots(ctx: &Context, ns: &str, names: &Names, pods: &[Pod]) -> R
     Ok(())
 }
 
-async fn act(
-    cluster: &CassandraCluster,
+async fn act<K: ClusterKind>(
+    cluster: &K,
     ctx: &Context,
     ns: &str,
     names: &Names,
-    observation: &Observation,
-    step: &Step,
+    observation: &Observation<DetailOf<K>>,
+    plan: &Plan,
 ) -> Result<(), Error> {
+    let step = &plan.step;
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let owner = pki::SecretOwner {
-        owner: resources::owner_reference(cluster),
-        labels: labels::cluster(&names.cluster, APP_NAME),
+        owner: cluster.owner_reference(),
+        labels: labels::cluster(&names.cluster, K::APP_NAME),
         names,
     };
     pki::ensure(&secrets, &owner, &ctx.writes).await?;
-    act_on_operation(ctx, ns, names, observation, step).await?;
+    act_on_operation(cluster, ctx, ns, names, observation, step).await?;
+    send_cluster_actions(cluster, ctx, ns, names, observation, plan).await;
     let fm = &ctx.config.field_manager;
     let client = &ctx.client;
 
@@ -388,8 +399,7 @@ async fn act(
     // node configuration is applied; the change waits until the operation ends.
     let template_change = step.allows_template_change();
     let config_hash = if template_change {
-        let config_map =
-            resources::config_map(cluster).map_err(|e| Error::Render(e.to_string()))?;
+        let config_map = cluster.config_map().map_err(Error::Render)?;
         let (applied, _) = apply::apply(
             &Api::<ConfigMap>::namespaced(client.clone(), ns),
             config_map,
@@ -398,15 +408,12 @@ async fn act(
         )
         .await
         .context(|| format!("applying ConfigMap {}", names.config_map()))?;
-        Some(resources::config_hash(&applied))
+        Some(K::config_hash(&applied))
     } else {
         None
     };
     let services = Api::<Service>::namespaced(client.clone(), ns);
-    for service in [
-        resources::nodes_service(cluster),
-        resources::client_service(cluster),
-    ] {
+    for service in cluster.services() {
         let name = service.name_any();
         apply::apply(&services, service, fm, &ctx.writes)
             .await
@@ -414,7 +421,7 @@ async fn act(
     }
     apply::apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
-        resources::pod_disruption_budget(cluster),
+        cluster.pod_disruption_budget(),
         fm,
         &ctx.writes,
     )
@@ -434,12 +441,12 @@ async fn act(
 
 /// One StatefulSet per pool, with the size the step allows; a pool removed from the spec only
 /// has its size followed, and its StatefulSet is deleted once it has no node and no pod.
-async fn apply_statefulsets(
-    cluster: &CassandraCluster,
+async fn apply_statefulsets<K: ClusterKind>(
+    cluster: &K,
     ctx: &Context,
     ns: &str,
     names: &Names,
-    observation: &Observation,
+    observation: &Observation<DetailOf<K>>,
     step: &Step,
     config_hash: Option<&str>,
 ) -> Result<(), Error> {
@@ -453,7 +460,15 @@ async fn apply_statefulsets(
             .iter()
             .find(|s| s.name_any() == name);
         let replicas = planner::statefulset_replicas(observed, step, &pool.name);
-        let Some(spec_pool) = cluster.spec.node_pools.iter().find(|p| p.name == pool.name) else {
+        let (Some(mut sts), Some(size)) = (
+            cluster.statefulset(
+                &pool.name,
+                replicas,
+                config_hash.unwrap_or_default(),
+                &ctx.config,
+            ),
+            cluster.storage_size(&pool.name),
+        ) else {
             retire_pool(ctx, &api, &name, live, replicas, step, &pool.name).await?;
             continue;
         };
@@ -461,13 +476,6 @@ async fn apply_statefulsets(
         if live.is_none() && !creating {
             continue;
         }
-        let mut sts = resources::statefulset(
-            cluster,
-            spec_pool,
-            replicas,
-            config_hash.unwrap_or_default(),
-            &ctx.config,
-        );
         if let (Some(spec), Some(live_spec)) =
             (sts.spec.as_mut(), live.and_then(|l| l.spec.as_ref()))
         {
@@ -484,7 +492,7 @@ async fn apply_statefulsets(
             .filter(|c| c.labels().get(labels::POOL) == Some(&pool.name))
             .cloned()
             .collect();
-        volumes::grow(&pvcs, &pool_claims, &spec_pool.storage.size, &ctx.writes).await;
+        volumes::grow(&pvcs, &pool_claims, &size, &ctx.writes).await;
         let (_, outcome) = apply::apply(&api, sts, &ctx.config.field_manager, &ctx.writes)
             .await
             .context(|| format!("applying StatefulSet {name}"))?;
@@ -535,29 +543,14 @@ async fn retire_pool(
     Ok(())
 }
 
-fn action_spec_of(action: NodeAction) -> ActionSpec {
-    let action = match action {
-        NodeAction::Decommission { force } => {
-            action_spec::Action::Decommission(DecommissionAction { force })
-        }
-        NodeAction::Drain => action_spec::Action::Drain(DrainAction {}),
-        NodeAction::Cleanup => action_spec::Action::Cleanup(CleanupAction::default()),
-        NodeAction::UpgradeSSTables => {
-            action_spec::Action::UpgradeSstables(UpgradeSsTablesAction::default())
-        }
-    };
-    ActionSpec {
-        action: Some(action),
-    }
-}
-
 /// The parts of an operation that are not StatefulSet sizes: asking the pilot to start the
 /// action, releasing a removed node's volume, deleting a drained node's pod.
-async fn act_on_operation(
+async fn act_on_operation<K: ClusterKind>(
+    cluster: &K,
     ctx: &Context,
     ns: &str,
     names: &Names,
-    observation: &Observation,
+    observation: &Observation<DetailOf<K>>,
     step: &Step,
 ) -> Result<(), Error> {
     let Some(op) = step.operation() else {
@@ -573,7 +566,11 @@ async fn act_on_operation(
             };
             let started = ctx
                 .pilots
-                .start_action(pilot, &record.action_id, action_spec_of(*action))
+                .start_action(
+                    pilot,
+                    &record.action_id,
+                    cluster.action_spec(*action, &observation.planner),
+                )
                 .await;
             match started {
                 Ok(progress) => {
@@ -601,4 +598,35 @@ async fn act_on_operation(
         Act::Shrink | Act::Nothing => {}
     }
     Ok(())
+}
+
+/// The kind's cluster-scoped actions (level-triggered; idempotent by ID). A pilot that does not
+/// take one now is asked again on the next reconcile.
+async fn send_cluster_actions<K: ClusterKind>(
+    cluster: &K,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+    observation: &Observation<DetailOf<K>>,
+    plan: &Plan,
+) {
+    for action in cluster.cluster_actions(&observation.desired, &observation.planner, plan) {
+        let pilot = PilotAddress {
+            namespace: ns,
+            cluster: &names.cluster,
+            pod: &action.pilot,
+        };
+        match ctx
+            .pilots
+            .start_action(pilot, &action.action_id, action.spec.clone())
+            .await
+        {
+            Ok(progress) => {
+                info!(action = %action.action_id, pilot = %action.pilot, ?progress, "cluster-scoped action")
+            }
+            Err(e) => {
+                warn!(action = %action.action_id, pilot = %action.pilot, error = %e, "the pilot did not take the cluster-scoped action")
+            }
+        }
+    }
 }
