@@ -267,6 +267,10 @@ impl Node {
     }
 
     fn start_es(&mut self, home: &Path) -> anyhow::Result<()> {
+        // The logs directory is the node's own (in a pod, an emptyDir of its container): the
+        // pilot does not create it.
+        let logs = self.dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
         if as_root() {
             // The pilot (root here, the pod's user in a pod) rendered the files; the node's
             // user must own them, as fsGroup arranges in a pod.
