@@ -240,6 +240,15 @@ pub enum PvcPolicy {
     Delete,
 }
 
+impl From<PvcPolicy> for stateward_core::model::VolumePolicy {
+    fn from(policy: PvcPolicy) -> Self {
+        match policy {
+            PvcPolicy::Delete => Self::Delete,
+            PvcPolicy::Retain => Self::Retain,
+        }
+    }
+}
+
 /// Observed state of a Cassandra cluster, written only by the operator: the status model every
 /// database shares (`stateward-core`).
 pub type CassandraClusterStatus = stateward_core::status::ClusterStatus;

@@ -14,7 +14,7 @@ use stateward_proto::v1::{
 
 use super::database::{Cassandra, CassandraDetail, report_of};
 use super::resources::{self, APP_NAME};
-use crate::api::cassandra::{CassandraCluster, PvcPolicy};
+use crate::api::cassandra::CassandraCluster;
 use crate::cluster::ClusterKind;
 use crate::config::OperatorConfig;
 
@@ -55,10 +55,7 @@ impl ClusterKind for CassandraCluster {
     }
 
     fn volume_policy(&self) -> VolumePolicy {
-        match self.spec.pvc_policy_on_scale_down() {
-            PvcPolicy::Delete => VolumePolicy::Delete,
-            PvcPolicy::Retain => VolumePolicy::Retain,
-        }
+        self.spec.pvc_policy_on_scale_down().into()
     }
 
     fn storage_size(&self, pool: &str) -> Option<String> {

@@ -23,7 +23,7 @@ use super::database::{
     desired_exclusions, report_of, resume_health,
 };
 use super::resources::{self, APP_NAME};
-use crate::api::elasticsearch::{ElasticsearchCluster, PvcPolicy};
+use crate::api::elasticsearch::ElasticsearchCluster;
 use crate::cluster::{ClusterAction, ClusterKind};
 use crate::config::OperatorConfig;
 
@@ -93,10 +93,7 @@ impl ClusterKind for ElasticsearchCluster {
     }
 
     fn volume_policy(&self) -> VolumePolicy {
-        match self.spec.pvc_policy_on_scale_down() {
-            PvcPolicy::Delete => VolumePolicy::Delete,
-            PvcPolicy::Retain => VolumePolicy::Retain,
-        }
+        self.spec.pvc_policy_on_scale_down().into()
     }
 
     fn storage_size(&self, pool: &str) -> Option<String> {
