@@ -18,5 +18,6 @@ pub mod layout;
 pub mod network;
 pub mod prereqs;
 pub mod process;
+pub mod test_lanes;
 
 pub use cluster::{Cluster, ensure_up};

@@ -160,6 +160,8 @@ fn three_nodes_reach_green_and_stop_cleanly() -> anyhow::Result<()> {
         for d in [&config, &dir.join("data"), &dir.join("logs")] {
             std::fs::create_dir_all(d)?;
         }
+        // The nodes share this machine's disk, whose fill level is not under test: with the
+        // disk threshold on, replicas stay unassigned once that disk is 85% used.
         std::fs::write(
             config.join("elasticsearch.yml"),
             format!(
@@ -171,6 +173,7 @@ fn three_nodes_reach_green_and_stop_cleanly() -> anyhow::Result<()> {
                  discovery.seed_hosts: [{}]\n\
                  cluster.initial_master_nodes: [\"n1\", \"n2\", \"n3\"]\n\
                  node.store.allow_mmap: false\n\
+                 cluster.routing.allocation.disk.threshold_enabled: false\n\
                  path.data: {}\n\
                  path.logs: {}\n",
                 seeds.join(", "),

@@ -573,6 +573,13 @@ async fn formation(nodes: &mut [Node], certs: &Certs) -> anyhow::Result<()> {
         assert_eq!(es.cluster_name, CLUSTER);
         assert!(!es.cluster_uuid.is_empty() && !es.node_id.is_empty());
         assert_eq!(es.cluster_nodes, NAMES);
+        // elasticsearch.yml turns the disk threshold off (see `Node::new`); the low watermark
+        // stays at its default.
+        let disk = es
+            .disk_threshold
+            .as_ref()
+            .map(|d| (d.enabled, d.low_watermark.as_str()));
+        assert_eq!(disk, Some((false, "85%")), "{es:?}");
         println!(
             "{}: node {} master {} voting {:?} health {:?}",
             n.name, es.node_id, es.elected_master_name, es.voting_config, es.cluster_health

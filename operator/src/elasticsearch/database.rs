@@ -15,9 +15,7 @@ use stateward_core::planner::{Plan, Refusal, RefusedChange, WaitCause};
 use stateward_proto::v1::node_status::Detail;
 use stateward_proto::v1::{NodeStatus, ProcessState};
 
-/// The share of a data volume Elasticsearch fills before it stops allocating shards to the node
-/// (its default low disk watermark, 85%).
-const LOW_WATERMARK: f64 = 0.85;
+use super::watermark::LowWatermark;
 
 /// An index's replication, from a pilot's reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +49,8 @@ pub struct ElasticsearchDetail {
     pub voting_exclusions: BTreeSet<String>,
     /// Bytes of the data volume (the neutral report has the free bytes).
     pub total_disk_bytes: Option<u64>,
+    /// The low disk watermark in force; `None` when not read or not understood.
+    pub low_watermark: Option<LowWatermark>,
 }
 
 pub type ElasticsearchNode = ObservedNode<ElasticsearchDetail>;
@@ -115,6 +115,10 @@ pub fn report_of(status: &NodeStatus) -> NodeReport<ElasticsearchDetail> {
                 allocation_exclusions: e.allocation_exclusions.iter().cloned().collect(),
                 voting_exclusions: e.voting_exclusions.iter().cloned().collect(),
                 total_disk_bytes: status.total_disk_bytes,
+                low_watermark: e
+                    .disk_threshold
+                    .as_ref()
+                    .and_then(|d| LowWatermark::parse(d.enabled, &d.low_watermark)),
             }
         })
         .unwrap_or_default();
@@ -285,7 +289,8 @@ impl Elasticsearch {
     }
 
     /// Room under the low watermark on the data nodes that stay must hold what the leaving data
-    /// nodes hold. Unknown sizes refuse nothing (the removal waits on them instead).
+    /// nodes hold. Each node's own reading of the watermark counts (the default when it has
+    /// none). Unknown sizes refuse nothing (the removal waits on them instead).
     fn refuse_disk(&self, view: View<'_, ElasticsearchDetail>) -> Option<Refusal> {
         let (_, staying) = self.remaining(view);
         let leaving: Option<u64> = self
@@ -294,22 +299,28 @@ impl Elasticsearch {
             .filter(|(pool, n)| self.node_roles(pool, n).data)
             .map(|(_, n)| n.report.as_ref()?.data_bytes)
             .sum();
+        let watermark_of = |n: &ElasticsearchNode| {
+            detail(n)
+                .and_then(|d| d.low_watermark)
+                .unwrap_or(LowWatermark::DEFAULT)
+        };
         let room: Option<u64> = staying
             .iter()
             .map(|n| {
                 let r = n.report.as_ref()?;
-                let free = r.free_disk_bytes?;
-                let total = r.detail.total_disk_bytes?;
-                let reserve = ((1.0 - LOW_WATERMARK) * total as f64) as u64;
-                Some(free.saturating_sub(reserve))
+                let reserve = watermark_of(n).reserve(r.detail.total_disk_bytes)?;
+                Some(r.free_disk_bytes?.saturating_sub(reserve))
             })
             .sum();
         let (leaving, room) = (leaving?, room?);
+        let watermark = staying
+            .first()
+            .map_or(LowWatermark::DEFAULT, |n| watermark_of(n));
         (leaving > room).then(|| Refusal {
             change: RefusedChange::ScaleDown,
             reason: format!(
                 "the data nodes that stay have {room} bytes free below the disk low watermark \
-                 (85%), less than the {leaving} bytes the leaving nodes hold"
+                 ({watermark}), less than the {leaving} bytes the leaving nodes hold"
             ),
             remedy: "grow the data volumes (storage.size) or keep more data nodes".into(),
         })

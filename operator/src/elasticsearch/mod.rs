@@ -4,6 +4,7 @@
 pub mod database;
 pub mod kind;
 pub mod resources;
+pub mod watermark;
 
 #[cfg(test)]
 mod planner_tests;

@@ -13,6 +13,7 @@ use super::database::{
     Elasticsearch, ElasticsearchDetail, ElasticsearchNode, Exclusions, IndexReplication, PoolRoles,
     desired_exclusions,
 };
+use super::watermark::LowWatermark;
 
 /// What the random states vary.
 #[derive(Clone, Debug)]
@@ -104,6 +105,7 @@ fn node(s: &Shape, ordinal: i32) -> ElasticsearchNode {
                     BTreeSet::new()
                 },
                 total_disk_bytes: Some(2_000_000_000),
+                low_watermark: None,
             },
         }),
     }
@@ -219,6 +221,45 @@ fn too_few_data_nodes_for_the_replicas_is_refused_and_nothing_is_excluded() {
         refusal.reason
     );
     assert_eq!(exclusions, Exclusions::default());
+}
+
+/// The leaving node holds 300 MB; each of the two that stay has 1 GB free of 2 GB.
+fn planned_with_watermark(watermark: Option<LowWatermark>) -> Plan {
+    let shape = ready_to_leave();
+    let desired = vec![DesiredPool::new("a", shape.target)];
+    let mut obs = observed(&shape);
+    for n in obs.pools.values_mut().flat_map(|p| p.nodes.iter_mut()) {
+        if let Some(r) = n.report.as_mut() {
+            r.data_bytes = Some(300_000_000);
+            r.detail.low_watermark = watermark;
+        }
+    }
+    plan(&es(), &desired, false, &obs)
+}
+
+#[test]
+fn the_disk_check_follows_the_watermark_the_nodes_report() {
+    // Default (85% used): 1 GB - 300 MB reserve = 700 MB room per node, enough.
+    assert_eq!(planned_with_watermark(None).refusal, None);
+    // 900 MB must stay free: 2 × 100 MB room is less than 300 MB.
+    let refusal = planned_with_watermark(Some(LowWatermark::FreeBytes(900_000_000)))
+        .refusal
+        .expect("refused");
+    assert_eq!(refusal.change, RefusedChange::ScaleDown);
+    assert!(
+        refusal.reason.contains("(900000000 bytes free)") && refusal.reason.contains("200000000"),
+        "{}",
+        refusal.reason
+    );
+    // 96% used: 2 × (1 GB - 80 MB) room, enough; disabled: the free space itself counts.
+    assert_eq!(
+        planned_with_watermark(Some(LowWatermark::UsedShare(9600))).refusal,
+        None
+    );
+    assert_eq!(
+        planned_with_watermark(Some(LowWatermark::Disabled)).refusal,
+        None
+    );
 }
 
 #[test]

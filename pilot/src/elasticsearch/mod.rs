@@ -45,6 +45,9 @@ const NODES_LOCAL: &str =
 const STATE_FILTER: &str = "filter_path=cluster_uuid,master_node,nodes.*.name,metadata.cluster_uuid,\
 metadata.cluster_coordination,metadata.indices.*.settings.index.auto_expand_replicas";
 const SETTINGS: &str = "/_cluster/settings?flat_settings=true&include_defaults=false";
+/// The disk threshold, defaults included (nested form: `filter_path` cannot name a flat key).
+pub(crate) const DISK_SETTINGS: &str = "/_cluster/settings?include_defaults=true&\
+filter_path=*.cluster.routing.allocation.disk.threshold_enabled,*.cluster.routing.allocation.disk.watermark.low";
 const SHARDS: &str = "/_cat/shards?format=json&bytes=b&h=index,shard,prirep,state,node,store";
 const INDICES: &str =
     "/_cat/indices?format=json&bytes=b&expand_wildcards=all&h=index,pri,rep,store.size";

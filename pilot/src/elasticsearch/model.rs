@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+use stateward_proto::v1::ElasticsearchDiskThreshold;
 
 /// The setting that keeps shards off named nodes.
 pub const EXCLUDE_NAME: &str = "cluster.routing.allocation.exclude._name";
@@ -209,6 +210,38 @@ pub fn allocation_settings(v: &Value) -> Result<AllocationSettings, String> {
         enable: get(ALLOCATION_ENABLE)
             .and_then(Value::as_str)
             .map(str::to_string),
+    })
+}
+
+/// The disk threshold in force, from `_cluster/settings?include_defaults=true` in nested
+/// form (see [`DISK_SETTINGS`](super::DISK_SETTINGS)): transient wins over persistent, which
+/// wins over the defaults (these include what elasticsearch.yml sets).
+pub fn disk_threshold(v: &Value) -> Result<ElasticsearchDiskThreshold, String> {
+    let lookup = |leaf: &[&str]| -> Option<&Value> {
+        ["transient", "persistent", "defaults"]
+            .iter()
+            .find_map(|scope| {
+                let disk = ["cluster", "routing", "allocation", "disk"];
+                disk.iter()
+                    .chain(leaf)
+                    .try_fold(v.get(scope)?, |node, key| node.get(key))
+            })
+    };
+    let enabled = match lookup(&["threshold_enabled"]) {
+        Some(Value::String(s)) => s
+            .parse::<bool>()
+            .map_err(|_| format!("disk.threshold_enabled: not a boolean: {s:?}"))?,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("disk.threshold_enabled: unexpected value {other}")),
+        None => return Err("disk.threshold_enabled: not in the cluster settings".into()),
+    };
+    let low_watermark = lookup(&["watermark", "low"])
+        .and_then(Value::as_str)
+        .ok_or("disk.watermark.low: not in the cluster settings")?
+        .to_string();
+    Ok(ElasticsearchDiskThreshold {
+        enabled,
+        low_watermark,
     })
 }
 
@@ -438,6 +471,28 @@ mod tests {
         let empty = allocation_settings(&json!({"persistent": {}, "transient": {}}))?;
         assert_eq!(empty, AllocationSettings::default());
         assert!(allocation_settings(&json!({})).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn disk_threshold_in_order_of_precedence() -> Result<(), String> {
+        // As Elasticsearch 9.5.3 answered with the watermarks set in elasticsearch.yml.
+        let yml = parse(
+            r#"{"persistent":{},"transient":{},"defaults":{"cluster":{"routing":{"allocation":
+            {"disk":{"threshold_enabled":"true","watermark":{"low":"2gb"}}}}}}}"#,
+        )?;
+        let t = disk_threshold(&yml)?;
+        assert!(t.enabled);
+        assert_eq!(t.low_watermark, "2gb");
+        let set = parse(
+            r#"{"persistent":{"cluster":{"routing":{"allocation":{"disk":{"watermark":{"low":"90%"}}}}}},
+            "transient":{"cluster":{"routing":{"allocation":{"disk":{"threshold_enabled":"false"}}}}},
+            "defaults":{"cluster":{"routing":{"allocation":{"disk":{"threshold_enabled":"true"}}}}}}"#,
+        )?;
+        let t = disk_threshold(&set)?;
+        assert!(!t.enabled);
+        assert_eq!(t.low_watermark, "90%");
+        assert!(disk_threshold(&parse(r#"{"persistent":{},"transient":{}}"#)?).is_err());
         Ok(())
     }
 

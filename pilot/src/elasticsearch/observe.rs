@@ -6,7 +6,7 @@ use stateward_proto::v1::node_status::Detail;
 use stateward_proto::v1::{ElasticsearchIndex, ElasticsearchStatus, NodeStatus, ProcessState};
 
 use super::model::{self, ClusterView, IndexRow, LocalNode};
-use super::{Elasticsearch, INDICES, MASTER_TIMEOUT, ReadError};
+use super::{DISK_SETTINGS, Elasticsearch, INDICES, MASTER_TIMEOUT, ReadError};
 
 impl Elasticsearch {
     pub(super) async fn observe_node(&self) -> NodeStatus {
@@ -137,11 +137,17 @@ impl Elasticsearch {
         problems: &mut Vec<String>,
     ) -> Option<u64> {
         let indices_path = format!("{INDICES}&master_timeout={MASTER_TIMEOUT}");
-        let (settings, shards, indices) = tokio::join!(
+        let disk_path = format!("{DISK_SETTINGS}&master_timeout={MASTER_TIMEOUT}");
+        let (settings, disk, shards, indices) = tokio::join!(
             self.settings(),
+            self.read(&disk_path, model::disk_threshold),
             self.shards(),
             self.read(&indices_path, model::indices)
         );
+        match disk {
+            Ok(d) => s.disk_threshold = Some(d),
+            Err(e) => problems.push(format!("disk threshold settings: {e}")),
+        }
         match settings {
             Ok(a) => {
                 s.allocation_excluded = a.excluded.contains(&local.name);
