@@ -18,6 +18,5 @@ pub mod layout;
 pub mod network;
 pub mod prereqs;
 pub mod process;
-pub mod test_lanes;
 
 pub use cluster::{Cluster, ensure_up};

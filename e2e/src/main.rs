@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stateward_e2e::cluster::{self, Cluster};
 use stateward_e2e::layout::Layout;
-use stateward_e2e::{images, kubectl, test_lanes};
+use stateward_e2e::{images, kubectl};
 
 #[derive(Parser)]
 #[command(
@@ -36,8 +36,7 @@ enum Verb {
     Images,
     /// `up` + `images`, install the chart and the example Cassandra cluster, show it.
     Demo,
-    /// `up` + `images`, then every test against the cluster: with ARGS, `cargo test --release
-    /// --workspace ARGS`; without, every test binary, in two lanes side by side.
+    /// `up` + `images`, then `cargo test --release --workspace [ARGS]` against the cluster.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -100,46 +99,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Runs the workspace's tests against the cluster, streaming their output.
-/// With arguments, exactly `cargo test --release --workspace --no-fail-fast ARGS`; without,
-/// every test binary in lanes side by side (see `test_lanes`), then the doc tests.
 fn test(cluster: &Cluster, args: &[String]) -> anyhow::Result<i32> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let repo = cluster.layout().repo();
-    let kubeconfig = cluster.kubeconfig().display().to_string();
-    if !args.is_empty() {
-        let status = Command::new(&cargo)
-            .current_dir(repo)
-            .args(["test", "--release", "--workspace", "--no-fail-fast"])
-            .args(args)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("STATEWARD_E2E", "1")
-            .status()
-            .context("run cargo test")?;
-        return Ok(status.code().unwrap_or(1));
-    }
-    let lanes = test_lanes::lanes(test_lanes::build(repo, &cargo)?);
-    let env = [
-        ("KUBECONFIG", kubeconfig.as_str()),
-        ("STATEWARD_E2E", "1"),
-        ("CARGO", cargo.as_str()),
-    ];
-    let mut failed = test_lanes::run(&lanes, &env);
-    let doc = Command::new(&cargo)
-        .current_dir(repo)
-        .args(["test", "--release", "--workspace", "--doc"])
+    let status = Command::new(cargo)
+        .current_dir(cluster.layout().repo())
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("STATEWARD_E2E", "1")
         .status()
-        .context("run the doc tests")?;
-    if !doc.success() {
-        failed.push("doc tests".into());
-    }
-    if failed.is_empty() {
-        return Ok(0);
-    }
-    println!("error: {} targets failed:", failed.len());
-    for name in &failed {
-        println!("    {name}");
-    }
-    Ok(101)
+        .context("run cargo test")?;
+    Ok(status.code().unwrap_or(1))
 }
 
 /// Installs the chart and the example clusters (every database Stateward runs), waits until

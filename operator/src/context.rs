@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::apply::WriteCounter;
 use crate::config::OperatorConfig;
 pub use crate::pilots::{NoPilotReports, PilotAddress, PilotReports};
+use crate::readiness::Readiness;
 
 pub struct Context {
     pub client: Client,
@@ -20,6 +21,8 @@ pub struct Context {
     pub resync: std::time::Duration,
     /// Reconciles run so far (metrics; tests use it to prove resyncs happened).
     pub reconciles: std::sync::atomic::AtomicU64,
+    /// What `/readyz` answers.
+    pub readiness: Readiness,
 }
 
 impl Context {
@@ -42,6 +45,7 @@ impl Context {
             pilots,
             resync,
             reconciles: Default::default(),
+            readiness: Readiness::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::cluster::reconcile::{Error, reconcile};
 use crate::context::Context;
 use crate::labels;
 use crate::pilots::ClusterKey;
+use crate::readiness::ControllerState;
 
 fn error_policy<K: ClusterKind>(cluster: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed; retrying");
@@ -70,7 +71,27 @@ pub async fn run<K: ClusterKind>(
     let pilot_triggers = futures::stream::iter(pilot_changes)
         .flat_map(tokio_stream::wrappers::BroadcastStream::new)
         .map(|_| ());
-    Controller::new(clusters, watcher::Config::default())
+    let kind = K::kind(&()).to_string();
+    ctx.readiness.set(&kind, ControllerState::Starting);
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let synced = tokio::spawn({
+        let (store, ctx, kind) = (controller.store(), ctx.clone(), kind.clone());
+        async move {
+            // The store wakes only the latest of its waiters, and the controller waits on it
+            // too: ask again every half second rather than once.
+            loop {
+                let wait = store.wait_until_ready();
+                match tokio::time::timeout(Duration::from_millis(500), wait).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
+            }
+            info!(kind, "cache of clusters synced");
+            ctx.readiness.set(&kind, ControllerState::Synced);
+        }
+    });
+    controller
         // A node's verified state changed (a pilot reported it): act on it at once.
         .reconcile_all_on(pilot_triggers)
         .owns(statefulsets, owned.clone())
@@ -87,11 +108,13 @@ pub async fn run<K: ClusterKind>(
             Some(ObjectRef::<K>::new(&cluster).within(&ns))
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "controller event");
             }
         })
         .await;
+    synced.abort();
+    ctx.readiness.set(&kind, ControllerState::Stopped);
 }

@@ -1,5 +1,6 @@
-//! The operator's own HTTP endpoint: /healthz (the process answers), /readyz (the controller
-//! runs), /metrics (Prometheus text: reconciles and writes per kind).
+//! The operator's own HTTP endpoint: /healthz (the process answers), /readyz (every controller
+//! runs and its cache is synced; 503 with the reason otherwise), /metrics (Prometheus text:
+//! reconciles and writes per kind).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +12,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::context::Context;
 
 pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
+    info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     loop {
         let (tcp, _) = listener.accept().await?;
         let ctx = ctx.clone();
@@ -37,7 +39,11 @@ pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
 
 fn respond(path: &str, ctx: &Context) -> Response<Full<Bytes>> {
     let (status, body) = match path {
-        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_string()),
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => match ctx.readiness.report() {
+            (true, text) => (StatusCode::OK, text),
+            (false, text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+        },
         "/metrics" => (StatusCode::OK, metrics(ctx)),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };

@@ -14,4 +14,5 @@ pub mod labels;
 pub mod pilot_client;
 pub mod pilots;
 pub mod platform;
+pub mod readiness;
 pub mod tls;

@@ -16,6 +16,18 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts the operator for namespace `ns`, with the local images, its log appended to `log`.
     pub fn start(cluster: &Cluster, ns: &str, log: &Path) -> anyhow::Result<Self> {
+        Self::start_with(cluster, ns, log, cluster.kubeconfig(), "127.0.0.1:0")
+    }
+
+    /// As [`start`](Self::start), with another kubeconfig and the address of its HTTP endpoint
+    /// (`/healthz`, `/readyz`, `/metrics`).
+    pub fn start_with(
+        cluster: &Cluster,
+        ns: &str,
+        log: &Path,
+        kubeconfig: &Path,
+        http_address: &str,
+    ) -> anyhow::Result<Self> {
         let binary = images::operator_binary(cluster.layout());
         stateward_e2e::cluster::require_binary(&binary)?;
         let file = std::fs::OpenOptions::new()
@@ -25,7 +37,7 @@ impl OperatorProcess {
             .with_context(|| format!("open {}", log.display()))?;
         let child = Command::new(&binary)
             .arg("run")
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("STATEWARD_WATCH_NAMESPACE", ns)
             .env(
                 "STATEWARD_CASSANDRA_IMAGE_REPOSITORY",
@@ -36,7 +48,7 @@ impl OperatorProcess {
                 images::ELASTICSEARCH_REPOSITORY,
             )
             .env("STATEWARD_PILOT_IMAGE", images::PILOT_IMAGE)
-            .env("STATEWARD_METRICS_ADDR", "127.0.0.1:0")
+            .env("STATEWARD_METRICS_ADDR", http_address)
             .env("STATEWARD_RESYNC_SECONDS", "30")
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
