@@ -88,6 +88,17 @@ pub trait Database {
         None
     }
 
+    /// What must hold before `node` is prepared for a restart, beyond every node verified
+    /// healthy (Elasticsearch: every shard copy assigned, and the node's vote handed over when
+    /// the others would lack a majority without it); `Err` says what is awaited.
+    fn ready_to_restart(
+        &self,
+        _view: View<'_, Self::Detail>,
+        _node: &ObservedNode<Self::Detail>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The pilot action that prepares a node for a restart; verified before its pod is
     /// deleted.
     fn prepare_restart(&self) -> NodeAction {

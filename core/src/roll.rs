@@ -131,8 +131,18 @@ fn prepare<D: Database>(
 ) -> Step {
     match action {
         ActionProgress::NotStarted => {
-            // Never two nodes down by our hand: every node must be verified healthy first.
-            match unverified(view, None) {
+            // Never two nodes down by our hand: every node must be verified healthy first, and
+            // the database must agree that this one may stop.
+            let node = view
+                .observed
+                .pools
+                .get(&op.pool)
+                .and_then(|p| p.node(op.ordinal));
+            let not_ready = unverified(view, None).or_else(|| match node {
+                None => Some(format!("node {} has no pod", op.node)),
+                Some(node) => db.ready_to_restart(view, node).err(),
+            });
+            match not_ready {
                 Some(reason) => at(op, Phase::Waiting, Act::Nothing, Some(reason)),
                 None => at(
                     op,

@@ -242,6 +242,8 @@ pub struct StatusInputs<'a> {
     pub volume_note: Option<String>,
     /// The task the nodes already there owe when a node joins a serving cluster.
     pub after_join: Option<OperationKind>,
+    /// A fault outside the planner's view that the cluster cannot heal by itself.
+    pub fault: Option<crate::words::Fault>,
 }
 
 pub fn build(inputs: StatusInputs<'_>) -> ClusterStatus {
@@ -299,6 +301,7 @@ pub fn build(inputs: StatusInputs<'_>) -> ClusterStatus {
             .unwrap_or_default(),
         generation: inputs.generation,
         now: &inputs.now,
+        fault: inputs.fault.as_ref(),
     });
 
     let version =

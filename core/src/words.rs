@@ -227,6 +227,16 @@ fn describe(op: &CurrentOperation) -> String {
     text
 }
 
+/// A fault of the platform below the planner (for example a CA Secret that cannot be read),
+/// shown as the Degraded condition until it is mended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// A stable word for machines (the condition's reason).
+    pub reason: String,
+    /// What is wrong and what to do, for people.
+    pub message: String,
+}
+
 pub struct ConditionInputs<'a> {
     pub step: &'a Step,
     pub refusal: Option<&'a Refusal>,
@@ -239,6 +249,7 @@ pub struct ConditionInputs<'a> {
     pub previous: &'a [Condition],
     pub generation: Option<i64>,
     pub now: &'a str,
+    pub fault: Option<&'a Fault>,
 }
 
 fn progressing_reason(kind: OperationKind) -> &'static str {
@@ -359,7 +370,9 @@ pub fn conditions(i: ConditionInputs<'_>) -> Vec<Condition> {
             format!("0 of {} nodes ready", i.desired),
         )
     };
-    let (degraded, d_reason, d_message) = if let Some(r) = i.refusal {
+    let (degraded, d_reason, d_message) = if let Some(f) = i.fault {
+        ("True", f.reason.clone(), f.message.clone())
+    } else if let Some(r) = i.refusal {
         ("True", "SpecRefused".to_string(), r.reason.clone())
     } else if let Some((op, error)) = &failed {
         (

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::{Value, json};
 use stateward_e2e::Cluster;
@@ -40,7 +40,7 @@ use stateward_operator::api::cassandra::CassandraCluster;
 mod common;
 use common::cql::{cql_session, quorum};
 use common::operator::{OperatorProcess, log_tail};
-use common::{NamespaceGuard, install_crd, wait_for};
+use common::{install_crd, test_namespace, wait_for};
 
 const CLUSTER: &str = "ring";
 const STATEFULSET: &str = "ring-main";
@@ -504,21 +504,9 @@ async fn planner_owns_every_restart() -> anyhow::Result<()> {
     let cluster = stateward_e2e::ensure_up()?;
     let client = cluster.kube_client().await?;
     install_crd(&client).await?;
-    let ns = format!("restarts-{}", std::process::id());
-    let mut namespace = Namespace::default();
-    namespace.metadata.name = Some(ns.clone());
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await?;
-    let _guard = NamespaceGuard {
-        cluster: cluster.clone(),
-        ns: ns.clone(),
-    };
-    let log = cluster
-        .layout()
-        .repo()
-        .join("target")
-        .join(format!("{ns}-operator.log"));
+    let space = test_namespace(&cluster, &client, "restarts").await?;
+    let ns = space.name.clone();
+    let log = space.operator_log.clone();
     eprintln!("operator log: {}", log.display());
     let resource = CassandraCluster::api_resource();
     let ctx = Ctx {

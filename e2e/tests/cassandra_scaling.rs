@@ -15,15 +15,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::ListParams;
 use kube::{Api, Client};
 use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatus};
 
 mod common;
 use common::cql::{cql_session, pod_ips, quorum};
 use common::operator::OperatorProcess;
-use common::{NamespaceGuard, install_crd, wait_for};
+use common::{install_crd, test_namespace, wait_for};
 
 const CLUSTER: &str = "ring";
 const ROWS: i32 = 500;
@@ -96,21 +96,9 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     let cluster = stateward_e2e::ensure_up()?;
     let client = cluster.kube_client().await?;
     install_crd(&client).await?;
-    let ns = format!("scaling-{}", std::process::id());
-    let mut namespace = Namespace::default();
-    namespace.metadata.name = Some(ns.clone());
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await?;
-    let _guard = NamespaceGuard {
-        cluster: cluster.clone(),
-        ns: ns.clone(),
-    };
-    let log = cluster
-        .layout()
-        .repo()
-        .join("target")
-        .join(format!("{ns}-operator.log"));
+    let space = test_namespace(&cluster, &client, "scaling").await?;
+    let ns = space.name.clone();
+    let log = space.operator_log.clone();
     eprintln!("operator log: {}", log.display());
     let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
     let api: Api<CassandraCluster> = Api::namespaced(client.clone(), &ns);

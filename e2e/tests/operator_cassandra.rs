@@ -50,6 +50,8 @@ impl Harness {
         let config = OperatorConfig {
             cassandra_image_repository: "stateward.local/cassandra".into(),
             pilot_image: "stateward.local/pilot:dev".into(),
+            // Where the credentials live is not this test's subject (operator_credentials).
+            credentials_namespace: ns.clone(),
             ..OperatorConfig::default()
         };
         let ctx = Arc::new(Context::new(
@@ -147,8 +149,19 @@ async fn operator_builds_the_cluster_and_a_steady_resync_writes_nothing() -> any
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
         );
         h.api::<ConfigMap>().get("demo-config").await?;
-        for secret in ["demo-ca", "demo-pilot-tls", "demo-operator-client"] {
-            h.api::<Secret>().get(secret).await?;
+        let uid = Api::<CassandraCluster>::namespaced(h.client.clone(), &h.ns)
+            .get("demo")
+            .await?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        // This test's credentials namespace is its own namespace (see Harness::start).
+        for secret in [
+            format!("stateward-ca-{uid}"),
+            "demo-pilot-tls".to_string(),
+            format!("stateward-operator-client-{uid}"),
+        ] {
+            h.api::<Secret>().get(&secret).await?;
         }
 
         // One node at a time: the first node is not verified ready, so no second one yet.

@@ -7,15 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::Api;
-use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod common;
 use common::operator::OperatorProcess;
-use common::{NamespaceGuard, install_crd, wait_for};
+use common::{install_crd, test_namespace, wait_for};
 
 /// A user no RBAC rule names: the API server refuses it every list.
 const UNPERMITTED_USER: &str = "stateward-e2e-unpermitted";
@@ -63,16 +60,8 @@ async fn readyz_follows_the_controllers_caches() -> anyhow::Result<()> {
     let cluster = stateward_e2e::ensure_up()?;
     let client = cluster.kube_client().await?;
     install_crd(&client).await?;
-    let ns = format!("op-health-{}", std::process::id());
-    let mut namespace = Namespace::default();
-    namespace.metadata.name = Some(ns.clone());
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await?;
-    let _guard = NamespaceGuard {
-        cluster: cluster.clone(),
-        ns: ns.clone(),
-    };
+    let space = test_namespace(&cluster, &client, "op-health").await?;
+    let ns = space.name.clone();
     let target = cluster.layout().repo().join("target");
 
     // --- permitted: ready once both caches are synced ---

@@ -14,6 +14,9 @@ pub struct OperatorConfig {
     pub image_pull_policy: String,
     /// Field manager for server-side apply: one writer for every field the operator owns.
     pub field_manager: String,
+    /// Where each cluster's CA and the operator's client credentials live: the operator's own
+    /// namespace, never an app's.
+    pub credentials_namespace: String,
 }
 
 impl Default for OperatorConfig {
@@ -24,6 +27,7 @@ impl Default for OperatorConfig {
             pilot_image: "ghcr.io/stateward/pilot:0.1.0".into(),
             image_pull_policy: "IfNotPresent".into(),
             field_manager: "stateward-operator".into(),
+            credentials_namespace: "stateward-system".into(),
         }
     }
 }

@@ -118,3 +118,66 @@ pub async fn run<K: ClusterKind>(
     synced.abort();
     ctx.readiness.set(&kind, ControllerState::Stopped);
 }
+
+/// Every `every` (the first time after at most a minute), delete the credentials of clusters
+/// that no longer exist: they live in the credentials namespace, where no owner reference can
+/// reach.
+pub async fn sweep_credentials(ctx: Arc<Context>, namespace: Option<String>, every: Duration) {
+    let credentials = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        ctx.client.clone(),
+        &ctx.config.credentials_namespace,
+    );
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + every.min(Duration::from_secs(60)),
+        every,
+    );
+    loop {
+        tick.tick().await;
+        let (client, ns) = (ctx.client.clone(), namespace.clone());
+        let live = move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            Box::pin(async move { live_cluster_uids(client, ns.as_deref()).await })
+                as futures::future::BoxFuture<'static, _>
+        };
+        match crate::platform::pki::sweep(&credentials, live, namespace.as_deref(), &ctx.writes)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(deleted = n, "swept credentials of deleted clusters"),
+            Err(e) => warn!(error = %e, "sweeping credentials of deleted clusters"),
+        }
+    }
+}
+
+/// The UIDs of every cluster of every kind (in `namespace` only, when given).
+async fn live_cluster_uids(
+    client: kube::Client,
+    namespace: Option<&str>,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    let mut uids = std::collections::BTreeSet::new();
+    uids.extend(uids_of::<CassandraCluster>(&client, namespace).await?);
+    uids.extend(uids_of::<ElasticsearchCluster>(&client, namespace).await?);
+    Ok(uids)
+}
+
+async fn uids_of<K: ClusterKind>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = api
+        .list_metadata(&kube::api::ListParams::default())
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("listing {}s", K::kind(&())),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.uid)
+        .collect())
+}

@@ -15,6 +15,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at startup: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (what crds/ holds).
@@ -56,6 +58,17 @@ struct RunArgs {
         default_value = "IfNotPresent"
     )]
     image_pull_policy: String,
+    /// Namespace of each cluster's CA and the operator's client credentials (default: the
+    /// operator's own, from POD_NAMESPACE). App teams must not be able to read its Secrets.
+    #[arg(long, env = "STATEWARD_CREDENTIALS_NAMESPACE")]
+    credentials_namespace: Option<String>,
+    /// Seconds between sweeps of the credentials of deleted clusters.
+    #[arg(
+        long,
+        env = "STATEWARD_CREDENTIALS_SWEEP_SECONDS",
+        default_value_t = 600
+    )]
+    credentials_sweep_seconds: u64,
     /// Seconds between level-triggered resyncs of a steady cluster.
     #[arg(long, env = "STATEWARD_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
@@ -89,6 +102,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_logging(&args.log_format);
+            let credentials_namespace = args
+                .credentials_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .context(
+                    "no credentials namespace: set --credentials-namespace (or \
+                     STATEWARD_CREDENTIALS_NAMESPACE, or POD_NAMESPACE in a pod)",
+                )?;
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
@@ -97,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 elasticsearch_image_repository: args.elasticsearch_image_repository,
                 pilot_image: args.pilot_image,
                 image_pull_policy: args.image_pull_policy,
+                credentials_namespace,
                 ..OperatorConfig::default()
             };
             let pilots = Arc::new(PilotRegistry::default());
@@ -113,6 +134,11 @@ async fn main() -> anyhow::Result<()> {
                 args.metrics_addr,
                 ctx.clone(),
             ));
+            let sweep = tokio::spawn(stateward_operator::controller::sweep_credentials(
+                ctx.clone(),
+                args.namespace.clone(),
+                Duration::from_secs(args.credentials_sweep_seconds.max(1)),
+            ));
             tokio::join!(
                 stateward_operator::controller::run_cassandra(
                     ctx.clone(),
@@ -126,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
             );
             http.abort();
+            sweep.abort();
             Ok(())
         }
     }

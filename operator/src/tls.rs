@@ -48,6 +48,18 @@ pub fn new_ca(cluster: &str) -> Result<CertificateAuthority, TlsError> {
     })
 }
 
+/// Whether a stored CA can sign: its key parses and its certificate is a PEM certificate.
+pub fn check_ca(ca: &CertificateAuthority) -> Result<(), TlsError> {
+    KeyPair::from_pem(&ca.key_pem)?;
+    let pem = ca.cert_pem.trim();
+    if pem.starts_with("-----BEGIN CERTIFICATE-----") && pem.ends_with("-----END CERTIFICATE-----")
+    {
+        Ok(())
+    } else {
+        Err(TlsError(rcgen::Error::CouldNotParseCertificate))
+    }
+}
+
 /// Issue a leaf certificate signed by `ca`: a server certificate for `names` or, with
 /// `client`, a client certificate whose common name is `names[0]`.
 pub fn issue(
@@ -92,5 +104,21 @@ mod tests {
         let client = issue(&ca, &[OPERATOR_CLIENT_NAME.into()], true).expect("client");
         assert!(server.cert_pem.contains("BEGIN CERTIFICATE"));
         assert!(client.key_pem.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn a_stored_ca_is_usable_only_when_key_and_certificate_parse() {
+        let ca = new_ca("demo").expect("ca");
+        assert!(check_ca(&ca).is_ok());
+        let broken_key = CertificateAuthority {
+            key_pem: "not a key".into(),
+            ..new_ca("demo").expect("ca")
+        };
+        assert!(check_ca(&broken_key).is_err());
+        let broken_cert = CertificateAuthority {
+            cert_pem: "garbage".into(),
+            ..new_ca("demo").expect("ca")
+        };
+        assert!(check_ca(&broken_cert).is_err());
     }
 }

@@ -89,11 +89,13 @@ CassandraClusters it watches. Shared by the ClusterRole and the watchNamespace R
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Per-cluster CA and TLS Secrets: read by name and created; never listed or watched, so the
-# operator cannot enumerate Secrets it does not own.
+# The pilots' TLS Secrets in app namespaces: read by name and created; never listed or watched,
+# so the operator cannot enumerate Secrets it does not own. (The CAs live in the operator's
+# namespace, see rbac.yaml.)
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch", "update"]
+  # delete: a CA an earlier version kept in the app namespace is moved out of it.
+  verbs: ["get", "create", "patch", "update", "delete"]
 # Scale-down deletes (or, under storagePolicy.onScaleDown: Retain, annotates) the PVC of a node
 # only after its decommission is verified; patch also grows volumes when storage.size grows.
 - apiGroups: [""]

@@ -58,6 +58,43 @@ where
     }
 }
 
+/// A test's own namespace: created now, deleted however the test ends (with the credentials of
+/// its clusters), and where its operator's log goes.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use it
+pub struct TestNamespace {
+    pub name: String,
+    pub operator_log: std::path::PathBuf,
+    _guard: NamespaceGuard,
+}
+
+/// Creates the namespace `<prefix>-<pid>`.
+#[allow(dead_code)] // each test binary compiles this module; not all of them use it
+pub async fn test_namespace(
+    cluster: &stateward_e2e::Cluster,
+    client: &Client,
+    prefix: &str,
+) -> anyhow::Result<TestNamespace> {
+    let name = format!("{prefix}-{}", std::process::id());
+    let mut namespace = k8s_openapi::api::core::v1::Namespace::default();
+    namespace.metadata.name = Some(name.clone());
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await?;
+    let operator_log = cluster
+        .layout()
+        .repo()
+        .join("target")
+        .join(format!("{name}-operator.log"));
+    Ok(TestNamespace {
+        _guard: NamespaceGuard {
+            cluster: cluster.clone(),
+            ns: name.clone(),
+        },
+        name,
+        operator_log,
+    })
+}
+
 /// Deletes the test namespace however the test ends (a failed assertion unwinds past `stop`).
 pub struct NamespaceGuard {
     pub cluster: Cluster,
@@ -69,5 +106,17 @@ impl Drop for NamespaceGuard {
         let _ = self
             .cluster
             .kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+        // The test's operator may be gone before its clusters are: their credentials, which no
+        // owner reference reaches, go with the namespace.
+        let selector = format!("stateward.io/cluster-namespace={}", self.ns);
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "secrets",
+            "-n",
+            operator::CREDENTIALS_NAMESPACE,
+            "-l",
+            &selector,
+            "--ignore-not-found",
+        ]);
     }
 }

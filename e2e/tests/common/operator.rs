@@ -7,6 +7,19 @@ use std::process::{Child, Command, Stdio};
 use anyhow::Context;
 use stateward_e2e::{Cluster, images};
 
+/// Where the operators of the tests keep the clusters' CAs and their client credentials (as the
+/// chart's operator keeps them in its own namespace): one namespace shared by every test.
+pub const CREDENTIALS_NAMESPACE: &str = "stateward-e2e-credentials";
+
+/// Creates the credentials namespace unless it exists.
+pub fn ensure_credentials_namespace(cluster: &Cluster) -> anyhow::Result<()> {
+    let manifest =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {CREDENTIALS_NAMESPACE}\n");
+    cluster
+        .kubectl_stdin(&["apply", "-f", "-"], &manifest)
+        .map(|_| ())
+}
+
 /// The operator binary `cargo dev images` builds, running as a child process.
 pub struct OperatorProcess {
     child: Child,
@@ -30,6 +43,7 @@ impl OperatorProcess {
     ) -> anyhow::Result<Self> {
         let binary = images::operator_binary(cluster.layout());
         stateward_e2e::cluster::require_binary(&binary)?;
+        ensure_credentials_namespace(cluster)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -50,6 +64,8 @@ impl OperatorProcess {
             .env("STATEWARD_PILOT_IMAGE", images::PILOT_IMAGE)
             .env("STATEWARD_METRICS_ADDR", http_address)
             .env("STATEWARD_RESYNC_SECONDS", "30")
+            .env("STATEWARD_CREDENTIALS_NAMESPACE", CREDENTIALS_NAMESPACE)
+            .env("STATEWARD_CREDENTIALS_SWEEP_SECONDS", "5")
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

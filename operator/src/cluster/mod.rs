@@ -88,11 +88,16 @@ pub trait ClusterKind:
     fn cluster_fields(&self, _observed: &Observed<DetailOf<Self>>, _status: &mut ClusterStatus) {}
 
     /// Cluster-scoped actions to send now.
+    ///
+    /// `attempt` changes every minute and salts the action IDs: a pilot answers an ID it has
+    /// seen with its old result, so an action that failed, or a set asked for again by a later
+    /// operation, needs a new ID to run again.
     fn cluster_actions(
         &self,
         _desired: &[DesiredPool],
         _observed: &Observed<DetailOf<Self>>,
         _plan: &Plan,
+        _attempt: &str,
     ) -> Vec<ClusterAction> {
         Vec::new()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -20,6 +20,7 @@ use stateward_core::planner::{self, Act, Plan, Step};
 use stateward_core::status::{
     self as core_status, ClusterStatus, NodeStatus, PoolStatus, StatusInputs,
 };
+use stateward_core::words::Fault;
 use tracing::{info, warn};
 
 use super::{ClusterKind, DetailOf};
@@ -41,6 +42,8 @@ struct Observation<D> {
     claims: Vec<PersistentVolumeClaim>,
     nodes: Vec<NodeStatus>,
     pools: Vec<PoolStatus>,
+    /// What keeps the cluster's credentials from being used, if anything.
+    fault: Option<Fault>,
 }
 
 pub async fn reconcile<K: ClusterKind>(
@@ -127,6 +130,7 @@ fn build_status<K: ClusterKind>(
         now: now_rfc3339(),
         volume_note,
         after_join: cluster.database().after_join(),
+        fault: observation.fault.clone(),
     });
     cluster.cluster_fields(&observation.planner, &mut status);
     status
@@ -176,7 +180,7 @@ async fn observe<K: ClusterKind>(
         .await
         .context(|| format!("listing PVCs of {ns}/{}", names.cluster))?
         .items;
-    track_pilots(ctx, ns, names, &pods).await?;
+    let fault = credentials_and_pilots(cluster, ctx, ns, names, &pods).await?;
 
     let previous = cluster.cluster_status();
     let mut planner_view = Observed {
@@ -234,7 +238,74 @@ async fn observe<K: ClusterKind>(
         claims,
         nodes,
         pools,
+        fault,
     })
+}
+
+/// The cluster's credentials ensured (not for a paused cluster: nothing is created for it),
+/// then the pilots tracked with the operator's client certificate.
+async fn credentials_and_pilots<K: ClusterKind>(
+    cluster: &K,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+    pods: &[Pod],
+) -> Result<Option<Fault>, Error> {
+    let stores = pki::SecretStores::new(&ctx.client, ns, &ctx.config.credentials_namespace);
+    let uid = cluster.meta().uid.clone().ok_or(Error::NoUid)?;
+    let fault = if cluster.is_paused() {
+        None
+    } else {
+        ensure_credentials(cluster, ctx, &stores, names, &uid).await?
+    };
+    track_pilots(ctx, &stores, &uid, names, pods).await?;
+    Ok(fault)
+}
+
+/// The cluster's CA and certificates, created once; a CA that is unusable, or missing while the
+/// pilots trust one, is a fault to show, not an error to retry in silence (nothing can mend it
+/// but a person).
+async fn ensure_credentials<K: ClusterKind>(
+    cluster: &K,
+    ctx: &Context,
+    stores: &pki::SecretStores,
+    names: &Names,
+    uid: &str,
+) -> Result<Option<Fault>, Error> {
+    let owner = pki::SecretOwner {
+        owner: cluster.owner_reference(),
+        labels: labels::cluster(&names.cluster, K::APP_NAME),
+        names,
+        uid: uid.to_string(),
+    };
+    match pki::ensure(stores, &owner, &ctx.writes).await {
+        Ok(()) => Ok(None),
+        Err(Error::UnusableCa(secret)) => {
+            warn!(cluster = %names.cluster, %secret, "the cluster's CA Secret is unusable");
+            Ok(Some(Fault {
+                reason: "UnusableCa".into(),
+                message: format!(
+                    "Secret {secret} exists but holds no usable CA certificate and key; every \
+                     pilot trusts that CA, so the operator does not replace it and issues no \
+                     certificate: restore the Secret, or replace the cluster's CA as \
+                     docs/troubleshooting.md describes"
+                ),
+            }))
+        }
+        Err(Error::MissingCa { ca, pilot_tls }) => {
+            warn!(cluster = %names.cluster, %ca, "the cluster's CA Secret is missing");
+            Ok(Some(Fault {
+                reason: "MissingCa".into(),
+                message: format!(
+                    "the CA Secret {ca} is missing while {pilot_tls} holds the pilots' \
+                     certificates it issued; a new CA would not be trusted by the pilots, so \
+                     none is made: restore the Secret, or replace the cluster's CA as \
+                     docs/troubleshooting.md describes"
+                ),
+            }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -356,9 +427,15 @@ fn observe_node<K: ClusterKind>(
 
 /// Point the pilot watches at the cluster's current pods. Without the operator's client
 /// certificate (not created yet) nothing is watched and every node stays unknown.
-async fn track_pilots(ctx: &Context, ns: &str, names: &Names, pods: &[Pod]) -> Result<(), Error> {
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let Some(tls) = pki::client_tls(&secrets, names).await? else {
+async fn track_pilots(
+    ctx: &Context,
+    stores: &pki::SecretStores,
+    uid: &str,
+    names: &Names,
+    pods: &[Pod],
+) -> Result<(), Error> {
+    let ns = names.namespace.as_str();
+    let Some(tls) = pki::client_tls(stores, names, uid).await? else {
         return Ok(());
     };
     let addresses: Vec<PodAddress> = pods
@@ -383,13 +460,6 @@ async fn act<K: ClusterKind>(
     plan: &Plan,
 ) -> Result<(), Error> {
     let step = &plan.step;
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let owner = pki::SecretOwner {
-        owner: cluster.owner_reference(),
-        labels: labels::cluster(&names.cluster, K::APP_NAME),
-        names,
-    };
-    pki::ensure(&secrets, &owner, &ctx.writes).await?;
     act_on_operation(cluster, ctx, ns, names, observation, step).await?;
     send_cluster_actions(cluster, ctx, ns, names, observation, plan).await;
     let fm = &ctx.config.field_manager;
@@ -610,7 +680,12 @@ async fn send_cluster_actions<K: ClusterKind>(
     observation: &Observation<DetailOf<K>>,
     plan: &Plan,
 ) {
-    for action in cluster.cluster_actions(&observation.desired, &observation.planner, plan) {
+    // The minute: a set still not in force a minute later is asked for under a new ID.
+    let now = now_rfc3339();
+    let attempt = now.get(..16).unwrap_or(&now);
+    let actions =
+        cluster.cluster_actions(&observation.desired, &observation.planner, plan, attempt);
+    for action in actions {
         let pilot = PilotAddress {
             namespace: ns,
             cluster: &names.cluster,

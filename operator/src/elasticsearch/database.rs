@@ -132,13 +132,13 @@ pub fn report_of(status: &NodeStatus) -> NodeReport<ElasticsearchDetail> {
     }
 }
 
-fn detail(node: &ElasticsearchNode) -> Option<&ElasticsearchDetail> {
+pub(super) fn detail(node: &ElasticsearchNode) -> Option<&ElasticsearchDetail> {
     node.report.as_ref().map(|r| &r.detail)
 }
 
 /// The cluster-wide view of a verified-healthy node other than `except`: cluster settings,
 /// voting configuration and shard states read through it.
-fn witness<'a>(
+pub(super) fn witness<'a>(
     view: View<'a, ElasticsearchDetail>,
     except: Option<&str>,
 ) -> Option<&'a ElasticsearchDetail> {
@@ -175,7 +175,7 @@ impl Elasticsearch {
 
     /// Whether `node` (of `pool`) is master-eligible or holds data: what its pool's spec says,
     /// or else what the node reports (a retiring pool).
-    fn node_roles(&self, pool: &str, node: &ElasticsearchNode) -> PoolRoles {
+    pub(super) fn node_roles(&self, pool: &str, node: &ElasticsearchNode) -> PoolRoles {
         if let Some(roles) = self.pools.get(pool) {
             return *roles;
         }
@@ -412,6 +412,14 @@ impl Database for Elasticsearch {
         NodeAction::Drain
     }
 
+    fn ready_to_restart(
+        &self,
+        view: View<'_, ElasticsearchDetail>,
+        node: &ElasticsearchNode,
+    ) -> Result<(), String> {
+        super::restart::not_ready(self, view, node).map_or(Ok(()), Err)
+    }
+
     fn after_restart(&self) -> Option<NodeAction> {
         Some(NodeAction::Resume)
     }
@@ -520,8 +528,9 @@ pub struct Exclusions {
     pub voting: BTreeSet<String>,
 }
 
-/// The node a scale-down is removing: the recorded removal's, else the first pool's highest
-/// node past its desired size — unless the scale-down is refused (nothing is touched then).
+/// Excluded: the node a scale-down is removing (the recorded removal's, else the first pool's
+/// highest node past its desired size — unless the scale-down is refused: nothing is touched
+/// then), and from the vote the node a restart stops when the others need its vote moved.
 pub fn desired_exclusions(
     es: &Elasticsearch,
     desired: &[DesiredPool],
@@ -553,6 +562,8 @@ pub fn desired_exclusions(
             out.voting.insert(node.name.clone());
         }
     }
+    out.voting
+        .extend(super::restart::restarting_voter(es, view, observed));
     out
 }
 

@@ -192,6 +192,7 @@ impl ClusterKind for ElasticsearchCluster {
         desired: &[DesiredPool],
         observed: &Observed<ElasticsearchDetail>,
         plan: &Plan,
+        attempt: &str,
     ) -> Vec<ClusterAction> {
         let want = desired_exclusions(&self.database(), desired, observed, plan);
         let leaving: BTreeSet<&String> = want.allocation.iter().chain(&want.voting).collect();
@@ -213,7 +214,7 @@ impl ClusterKind for ElasticsearchCluster {
                 pilot: first.to_string(),
                 action_id: exclusion_id(
                     "allocation",
-                    observed.generation,
+                    attempt,
                     &want.allocation,
                     &seen.allocation_exclusions,
                 ),
@@ -229,12 +230,7 @@ impl ClusterKind for ElasticsearchCluster {
         if want.voting != seen.voting_exclusions {
             out.push(ClusterAction {
                 pilot: second.to_string(),
-                action_id: exclusion_id(
-                    "voting",
-                    observed.generation,
-                    &want.voting,
-                    &seen.voting_exclusions,
-                ),
+                action_id: exclusion_id("voting", attempt, &want.voting, &seen.voting_exclusions),
                 spec: ActionSpec {
                     action: Some(action_spec::Action::VotingExclusion(
                         VotingExclusionAction {
@@ -248,17 +244,19 @@ impl ClusterKind for ElasticsearchCluster {
     }
 }
 
-/// An exclusion action's ID: the spec generation, the set asked for and the set it replaces, so
-/// the same change asked again is the same action, and the next scale-down (a new generation)
-/// a new one even when it names the same node.
+/// An exclusion action's ID: the attempt (the minute), the set asked for and the set it
+/// replaces. The same change asked again within the minute is the same action; a change not in
+/// force a minute later (the action failed, or the set drifted) is asked again under a new ID,
+/// and a later operation that asks for the same sets never gets an old answer.
 fn exclusion_id(
     kind: &str,
-    generation: i64,
+    attempt: &str,
     want: &BTreeSet<String>,
     seen: &BTreeSet<String>,
 ) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(generation.to_be_bytes());
+    hasher.update(attempt.as_bytes());
+    hasher.update([1]);
     for name in want {
         hasher.update(name.as_bytes());
         hasher.update([0]);

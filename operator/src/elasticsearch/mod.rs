@@ -4,6 +4,7 @@
 pub mod database;
 pub mod kind;
 pub mod resources;
+mod restart;
 pub mod watermark;
 
 #[cfg(test)]

@@ -474,3 +474,135 @@ fn a_node_back_in_another_cluster_is_not_back() {
         step.waiting
     );
 }
+
+/// Two nodes of a restart in flight, before anything is done to the first one (`es-a-1`),
+/// with every node's report edited by `edit`.
+fn restart_of_two(edit: impl Fn(&mut ElasticsearchDetail)) -> Observed<ElasticsearchDetail> {
+    use stateward_core::model::{ActionProgress, InFlight};
+
+    let shape = Shape {
+        nodes: 2,
+        target: 2,
+        excluded: false,
+        voting_excluded: false,
+        ..ready_to_leave()
+    };
+    let desired = vec![DesiredPool::new("a", 2)];
+    let mut obs = observed(&shape);
+    obs.pools.get_mut("a").expect("pool").update_revision = Some("r2".into());
+    let Step::Operation(start) = plan(&es(), &desired, false, &obs).step else {
+        panic!("a restart starts");
+    };
+    obs.in_flight = Some(InFlight {
+        operation: start.operation.clone(),
+        action: ActionProgress::NotStarted,
+    });
+    for node in &mut obs.pools.get_mut("a").expect("pool").nodes {
+        if let Some(report) = node.report.as_mut() {
+            edit(&mut report.detail);
+        }
+    }
+    obs
+}
+
+/// With two master-eligible nodes Elasticsearch keeps one alone in the voting configuration:
+/// before that node stops, its vote moves to the other one (an exclusion, verified), and only
+/// then is it drained; the next node's vote moves back in turn.
+#[test]
+fn a_restart_moves_a_lone_vote_before_the_node_stops() {
+    let desired = vec![DesiredPool::new("a", 2)];
+    let alone = |d: &mut ElasticsearchDetail| {
+        d.voting_config = [name(1)].into();
+        d.elected_master = d.node_id.as_deref() == Some("id1");
+        d.elected_master_name = Some(name(1));
+    };
+    let obs = restart_of_two(alone);
+    let p = plan(&es(), &desired, false, &obs);
+    let Step::Operation(step) = &p.step else {
+        panic!("the restart waits: {:?}", p.step);
+    };
+    assert_eq!(step.operation.node, name(1));
+    assert_eq!(step.act, Act::Nothing, "not drained yet");
+    assert!(
+        step.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("excluding it from the vote")),
+        "{:?}",
+        step.waiting
+    );
+    let exclusions = desired_exclusions(&es(), &desired, &obs, &p);
+    assert_eq!(exclusions.voting, [name(1)].into());
+    assert!(exclusions.allocation.is_empty());
+
+    // Excluded, but the configuration not yet committed without it: still waits.
+    let obs = restart_of_two(|d| {
+        alone(d);
+        d.voting_exclusions = [name(1)].into();
+    });
+    let p = plan(&es(), &desired, false, &obs);
+    let waiting = p.step.operation().and_then(|s| s.waiting.clone());
+    assert!(
+        waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("committed voting configuration")),
+        "{waiting:?}"
+    );
+
+    // Handed over: node 0 alone votes and is master; node 1 is drained, its exclusion kept.
+    let obs = restart_of_two(|d| {
+        d.voting_config = [name(0)].into();
+        d.voting_exclusions = [name(1)].into();
+        d.elected_master = d.node_id.as_deref() == Some("id0");
+        d.elected_master_name = Some(name(0));
+    });
+    let p = plan(&es(), &desired, false, &obs);
+    let act = p.step.operation().map(|s| s.act.clone());
+    assert_eq!(act, Some(Act::StartAction(NodeAction::Drain)));
+    let exclusions = desired_exclusions(&es(), &desired, &obs, &p);
+    assert_eq!(
+        exclusions.voting,
+        [name(1)].into(),
+        "kept while it restarts"
+    );
+
+    // The restart moved on to node 0, now the lone voter: its vote moves back to node 1.
+    let mut obs = obs;
+    if let Some(f) = obs.in_flight.as_mut() {
+        f.operation.node = name(0);
+        f.operation.ordinal = 0;
+        f.operation.completed = vec![name(1)];
+    }
+    let p = plan(&es(), &desired, false, &obs);
+    let exclusions = desired_exclusions(&es(), &desired, &obs, &p);
+    assert_eq!(exclusions.voting, [name(0)].into());
+}
+
+/// A restart never stops a node while the cluster is less healthy than it can be: a replica
+/// still recovering could be the only in-sync copy of a primary on the node.
+#[test]
+fn a_restart_waits_for_green_before_a_node_stops() {
+    let desired = vec![DesiredPool::new("a", 2)];
+    for (health, drained) in [
+        ("yellow", false),
+        ("red", false),
+        ("", false),
+        ("green", true),
+    ] {
+        let obs = restart_of_two(|d| {
+            d.health = (!health.is_empty()).then(|| health.to_string());
+        });
+        let p = plan(&es(), &desired, false, &obs);
+        let step = p.step.operation().expect("the restart");
+        assert_eq!(
+            step.act == Act::StartAction(NodeAction::Drain),
+            drained,
+            "{health}: {:?}",
+            step.waiting
+        );
+        if !drained {
+            assert!(step.waiting.is_some(), "{health}: says why");
+        }
+        let exclusions = desired_exclusions(&es(), &desired, &obs, &p);
+        assert!(exclusions.voting.is_empty(), "both nodes vote: no handover");
+    }
+}

@@ -22,8 +22,12 @@ pub enum Error {
     Tls(#[from] crate::tls::TlsError),
     #[error("the object has no namespace")]
     NoNamespace,
+    #[error("the object has no UID")]
+    NoUid,
     #[error("Secret {0} exists but holds no usable CA certificate and key")]
     UnusableCa(String),
+    #[error("the CA Secret {ca} is missing while {pilot_tls} still holds certificates it issued")]
+    MissingCa { ca: String, pilot_tls: String },
 }
 
 pub trait KubeContext<T> {

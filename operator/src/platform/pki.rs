@@ -1,108 +1,225 @@
 //! The per-cluster PKI: a CA, the pilots' serving certificate and the operator's client
 //! certificate, each in a Secret created once and never rewritten by a resync.
+//!
+//! Where they live is the point: whoever holds the CA's key, or the operator's client key, can
+//! ask a pilot for anything the operator may ask (a forced decommission past every check). Both
+//! live in the operator's own namespace (the credentials namespace), named by the cluster's
+//! UID so a re-created cluster of the same name never inherits them. The app's namespace holds
+//! only what its pods need: the CA certificate and the pilots' own leaf.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use tracing::info;
 
 use super::names::Names;
 use super::{Error, KubeContext};
 use crate::apply::WriteCounter;
+use crate::labels;
 use crate::pilot_client::ClientTls;
 use crate::tls;
+
+/// Label on the credentials Secrets: the UID of the cluster they belong to.
+pub const CLUSTER_UID: &str = "stateward.io/cluster-uid";
+/// Label on the credentials Secrets: the namespace of the cluster they belong to.
+pub const CLUSTER_NAMESPACE: &str = "stateward.io/cluster-namespace";
+/// Label that marks a Secret of the credentials namespace as a cluster's credentials.
+pub const CREDENTIALS: &str = "stateward.io/credentials";
 
 /// Who owns the Secrets and how they are labelled.
 pub struct SecretOwner<'a> {
     pub owner: Option<OwnerReference>,
     pub labels: BTreeMap<String, String>,
     pub names: &'a Names,
+    /// The cluster's UID: names its credentials.
+    pub uid: String,
 }
 
-/// Create the cluster's CA and certificates once.
+/// The Secrets of a cluster's PKI: the app namespace's and the credentials namespace's.
+pub struct SecretStores {
+    pub app: Api<Secret>,
+    pub credentials: Api<Secret>,
+    pub credentials_namespace: String,
+}
+
+impl SecretStores {
+    pub fn new(client: &kube::Client, app_namespace: &str, credentials_namespace: &str) -> Self {
+        SecretStores {
+            app: Api::namespaced(client.clone(), app_namespace),
+            credentials: Api::namespaced(client.clone(), credentials_namespace),
+            credentials_namespace: credentials_namespace.to_string(),
+        }
+    }
+}
+
+/// The CA of a cluster, in the credentials namespace.
+pub fn ca_secret(uid: &str) -> String {
+    format!("stateward-ca-{uid}")
+}
+
+/// The operator's client credentials for a cluster's pilots, in the credentials namespace.
+pub fn operator_client_secret(uid: &str) -> String {
+    format!("stateward-operator-client-{uid}")
+}
+
+/// Create the cluster's CA and certificates once; move a CA an earlier version kept in the app
+/// namespace to the credentials namespace.
 pub async fn ensure(
-    secrets: &Api<Secret>,
+    stores: &SecretStores,
     owner: &SecretOwner<'_>,
     writes: &WriteCounter,
 ) -> Result<(), Error> {
-    let names = owner.names;
-    let ca_name = names.ca_secret();
-    let ca = match secrets
-        .get_opt(&ca_name)
-        .await
-        .context(|| format!("reading Secret {ca_name}"))?
-    {
-        // A CA that exists but cannot be read is never replaced silently: every pilot trusts
-        // the stored one.
-        Some(secret) => {
-            ca_from_secret(&secret, &names.cluster).ok_or(Error::UnusableCa(ca_name.clone()))?
-        }
-        None => {
-            let ca = tls::new_ca(&names.cluster)?;
-            let data = [
-                ("ca.crt", ca.cert_pem.clone()),
-                ("ca.key", ca.key_pem.clone()),
-            ];
-            create_secret(secrets, owner, &ca_name, &data, writes).await?;
-            // Another writer may have won the race: always continue with what is stored.
-            let stored = secrets
-                .get(&ca_name)
-                .await
-                .context(|| format!("reading Secret {ca_name}"))?;
-            ca_from_secret(&stored, &names.cluster).ok_or(Error::UnusableCa(ca_name.clone()))?
-        }
-    };
-    let server_names = vec![
-        names.pilot_tls_name(),
-        format!(
-            "*.{}.{}.svc.cluster.local",
-            names.nodes_service(),
-            names.namespace
-        ),
-    ];
-    let client_names = vec![tls::OPERATOR_CLIENT_NAME.to_string()];
-    for (secret_name, cert_names, client_cert) in [
-        (names.pilot_tls_secret(), server_names, false),
-        (names.operator_client_secret(), client_names, true),
-    ] {
-        let existing = secrets
-            .get_opt(&secret_name)
-            .await
-            .context(|| format!("reading Secret {secret_name}"))?;
-        if existing.is_some() {
-            continue;
-        }
-        let issued = tls::issue(&ca, &cert_names, client_cert)?;
+    let ca = load_or_create_ca(stores, owner, writes).await?;
+    let client_name = operator_client_secret(&owner.uid);
+    if read(&stores.credentials, &client_name).await?.is_none() {
+        // Also where a move from the app namespace ends: the copies there are deleted before
+        // the client Secret that marks the move done is created.
+        remove_legacy(stores, owner.names, writes).await?;
+        let issued = tls::issue(&ca, &[tls::OPERATOR_CLIENT_NAME.to_string()], true)?;
         let data = [
             ("ca.crt", ca.cert_pem.clone()),
             ("tls.crt", issued.cert_pem),
             ("tls.key", issued.key_pem),
         ];
-        create_secret(secrets, owner, &secret_name, &data, writes).await?;
+        let meta = credentials_meta(stores, owner, &client_name);
+        create_secret(&stores.credentials, meta, &data, writes).await?;
+    }
+    let names = owner.names;
+    let pilot_name = names.pilot_tls_secret();
+    if read(&stores.app, &pilot_name).await?.is_none() {
+        let server_names = vec![
+            names.pilot_tls_name(),
+            format!(
+                "*.{}.{}.svc.cluster.local",
+                names.nodes_service(),
+                names.namespace
+            ),
+        ];
+        let issued = tls::issue(&ca, &server_names, false)?;
+        let data = [
+            ("ca.crt", ca.cert_pem.clone()),
+            ("tls.crt", issued.cert_pem),
+            ("tls.key", issued.key_pem),
+        ];
+        let meta = app_meta(owner, &pilot_name);
+        create_secret(&stores.app, meta, &data, writes).await?;
     }
     Ok(())
 }
 
-/// The operator's client credentials for the cluster's pilots, once they exist.
-pub async fn client_tls(secrets: &Api<Secret>, names: &Names) -> Result<Option<ClientTls>, Error> {
-    let secret_name = names.operator_client_secret();
-    let Some(secret) = secrets
-        .get_opt(&secret_name)
+/// The stored CA; a new one only when none exists in either place. A CA that exists but cannot
+/// be read is never replaced: every pilot trusts the stored one.
+async fn load_or_create_ca(
+    stores: &SecretStores,
+    owner: &SecretOwner<'_>,
+    writes: &WriteCounter,
+) -> Result<tls::CertificateAuthority, Error> {
+    let cluster = &owner.names.cluster;
+    let name = ca_secret(&owner.uid);
+    let unusable = |ns: &str, name: &str| Error::UnusableCa(format!("{ns}/{name}"));
+    let creds_ns = &stores.credentials_namespace;
+    if let Some(secret) = read(&stores.credentials, &name).await? {
+        return ca_from_secret(&secret, cluster).ok_or_else(|| unusable(creds_ns, &name));
+    }
+    let legacy_name = owner.names.ca_secret();
+    let legacy = read(&stores.app, &legacy_name)
+        .await?
+        .filter(|secret| made_for(secret, &owner.uid));
+    let (ca, moved) = match legacy {
+        Some(secret) => match ca_from_secret(&secret, cluster) {
+            Some(ca) => (ca, true),
+            None => return Err(unusable(&owner.names.namespace, &legacy_name)),
+        },
+        None => {
+            // The pilots already trust a CA: a new one would lock the operator out of them.
+            let pilot_tls = owner.names.pilot_tls_secret();
+            if read(&stores.app, &pilot_tls).await?.is_some() {
+                return Err(Error::MissingCa {
+                    ca: format!("{creds_ns}/{name}"),
+                    pilot_tls: format!("{}/{pilot_tls}", owner.names.namespace),
+                });
+            }
+            (tls::new_ca(cluster)?, false)
+        }
+    };
+    let data = [
+        ("ca.crt", ca.cert_pem.clone()),
+        ("ca.key", ca.key_pem.clone()),
+    ];
+    let meta = credentials_meta(stores, owner, &name);
+    create_secret(&stores.credentials, meta, &data, writes).await?;
+    if moved {
+        info!(cluster, from = %legacy_name, to = %format!("{creds_ns}/{name}"),
+            "moved the cluster's CA out of its namespace");
+    }
+    // Another writer may have won the race: always continue with what is stored.
+    let stored = stores
+        .credentials
+        .get(&name)
         .await
-        .context(|| format!("reading Secret {secret_name}"))?
-    else {
-        return Ok(None);
+        .context(|| format!("reading Secret {creds_ns}/{name}"))?;
+    ca_from_secret(&stored, cluster).ok_or_else(|| unusable(creds_ns, &name))
+}
+
+/// Whether `secret` is one the operator made for the cluster of `uid` (labelled as managed and
+/// owned by that cluster): a Secret anyone else put there is never adopted as a trust root.
+fn made_for(secret: &Secret, uid: &str) -> bool {
+    let managed = secret.labels().get(labels::MANAGED_BY).map(String::as_str)
+        == Some(labels::MANAGED_BY_VALUE);
+    managed && secret.owner_references().iter().any(|o| o.uid == uid)
+}
+
+/// Deletes the CA and client Secrets an earlier version kept in the app namespace.
+async fn remove_legacy(
+    stores: &SecretStores,
+    names: &Names,
+    writes: &WriteCounter,
+) -> Result<(), Error> {
+    for name in [names.ca_secret(), names.operator_client_secret()] {
+        let Some(secret) = read(&stores.app, &name).await? else {
+            continue;
+        };
+        // Only what the operator made (a user's Secret of that name stays).
+        if secret.labels().get(labels::MANAGED_BY).map(String::as_str)
+            != Some(labels::MANAGED_BY_VALUE)
+        {
+            continue;
+        }
+        writes.record("Secret");
+        match stores.app.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => info!(secret = %name, namespace = %names.namespace,
+                "deleted the copy in the app namespace"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    what: format!("deleting Secret {}/{name}", names.namespace),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The operator's client credentials for the cluster's pilots, once they exist (for a cluster
+/// not yet moved, a paused one for example, those an earlier version kept in the app namespace).
+pub async fn client_tls(
+    stores: &SecretStores,
+    names: &Names,
+    uid: &str,
+) -> Result<Option<ClientTls>, Error> {
+    let secret = match read(&stores.credentials, &operator_client_secret(uid)).await? {
+        Some(secret) => secret,
+        None => match read(&stores.app, &names.operator_client_secret()).await? {
+            Some(secret) if made_for(&secret, uid) => secret,
+            _ => return Ok(None),
+        },
     };
-    let text = |k: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
+    let text = |k: &str| text_of(&secret, k);
     Ok(match (text("ca.crt"), text("tls.crt"), text("tls.key")) {
         (Some(ca_pem), Some(cert_pem), Some(key_pem)) => Some(ClientTls {
             ca_pem,
@@ -113,34 +230,123 @@ pub async fn client_tls(secrets: &Api<Secret>, names: &Names) -> Result<Option<C
     })
 }
 
+/// Deletes the credentials of clusters that no longer exist. `live` holds the UIDs of every
+/// cluster there is, listed *after* the Secrets, so a cluster created meanwhile is in it;
+/// `namespaces` limits the sweep to the watched namespaces (all when `None`).
+pub async fn sweep(
+    credentials: &Api<Secret>,
+    live: impl Fn() -> futures::future::BoxFuture<'static, Result<BTreeSet<String>, Error>>,
+    namespaces: Option<&str>,
+    writes: &WriteCounter,
+) -> Result<usize, Error> {
+    let selector = format!(
+        "{}={},{CREDENTIALS}=true",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    );
+    let secrets = credentials
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .context(|| "listing credentials Secrets".to_string())?
+        .items;
+    if secrets.is_empty() {
+        return Ok(0);
+    }
+    let live = live().await?;
+    let mut deleted = 0;
+    for secret in secrets {
+        let labels = secret.labels();
+        let Some(uid) = labels.get(CLUSTER_UID) else {
+            continue;
+        };
+        let watched = namespaces
+            .is_none_or(|ns| labels.get(CLUSTER_NAMESPACE).map(String::as_str) == Some(ns));
+        if !watched || live.contains(uid) {
+            continue;
+        }
+        let name = secret.name_any();
+        writes.record("Secret");
+        match credentials.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                info!(secret = %name, "deleted the credentials of a cluster that no longer exists");
+                deleted += 1;
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    what: format!("deleting Secret {name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+async fn read(secrets: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
+    secrets
+        .get_opt(name)
+        .await
+        .context(|| format!("reading Secret {name}"))
+}
+
+fn text_of(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
 fn ca_from_secret(secret: &Secret, cluster: &str) -> Option<tls::CertificateAuthority> {
-    let data = secret.data.as_ref()?;
-    let text = |k: &str| {
-        data.get(k)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    Some(tls::CertificateAuthority {
+    let ca = tls::CertificateAuthority {
         cluster: cluster.to_string(),
-        cert_pem: text("ca.crt")?,
-        key_pem: text("ca.key")?,
-    })
+        cert_pem: text_of(secret, "ca.crt")?,
+        key_pem: text_of(secret, "ca.key")?,
+    };
+    // Usable means it can sign: a key that does not parse is caught here, not at issue time.
+    tls::check_ca(&ca).ok().map(|()| ca)
+}
+
+/// Metadata of a Secret in the app namespace: owned by the cluster, deleted with it.
+fn app_meta(owner: &SecretOwner<'_>, name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(owner.names.namespace.clone()),
+        labels: Some(owner.labels.clone()),
+        owner_references: owner.owner.clone().map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// Metadata of a Secret in the credentials namespace: no owner reference can cross
+/// namespaces, so labels say whose it is and [`sweep`] deletes it once the cluster is gone.
+fn credentials_meta(
+    stores: &SecretStores,
+    owner: &SecretOwner<'_>,
+    name: &str,
+) -> kube::api::ObjectMeta {
+    let mut labels = owner.labels.clone();
+    labels.insert(CREDENTIALS.into(), "true".into());
+    labels.insert(CLUSTER_UID.into(), owner.uid.clone());
+    labels.insert(CLUSTER_NAMESPACE.into(), owner.names.namespace.clone());
+    kube::api::ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(stores.credentials_namespace.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    }
 }
 
 async fn create_secret(
     secrets: &Api<Secret>,
-    owner: &SecretOwner<'_>,
-    name: &str,
+    metadata: kube::api::ObjectMeta,
     data: &[(&str, String)],
     writes: &WriteCounter,
 ) -> Result<(), Error> {
+    let name = metadata.name.clone().unwrap_or_default();
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(owner.names.namespace.clone()),
-            labels: Some(owner.labels.clone()),
-            owner_references: owner.owner.clone().map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata,
         type_: Some("Opaque".into()),
         data: Some(
             data.iter()
