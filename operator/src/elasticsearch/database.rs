@@ -492,7 +492,7 @@ fn evacuation_pending(
 }
 
 /// Why `leaving` still has a say in master elections.
-fn handoff_pending(
+pub(super) fn handoff_pending(
     roles: PoolRoles,
     peer: &ElasticsearchDetail,
     leaving: &ElasticsearchNode,

@@ -14,7 +14,8 @@ use stateward_core::model::Observed;
 use stateward_core::operation::OperationKind;
 
 use super::database::{
-    Elasticsearch, ElasticsearchDetail, ElasticsearchNode, cluster_health, resume_health, witness,
+    Elasticsearch, ElasticsearchDetail, ElasticsearchNode, PoolRoles, cluster_health,
+    handoff_pending, resume_health, witness,
 };
 
 /// Health words, worst first; `None` for a word not understood (never good enough).
@@ -111,18 +112,12 @@ fn vote_pending(
             )
         });
     }
-    if peer.voting_config.contains(&node.name) {
-        return Some(format!(
-            "{} is still in the committed voting configuration",
-            node.name
-        ));
-    }
-    (peer.elected_master_name.as_deref() == Some(node.name.as_str())).then(|| {
-        format!(
-            "{} is the elected master; waiting for another node to be elected",
-            node.name
-        )
-    })
+    // Excluded: what is left is the scale-down's handover (committed without it, another master).
+    let voter = PoolRoles {
+        master: true,
+        data: false,
+    };
+    handoff_pending(voter, peer, node)
 }
 
 /// The node of a restart in flight whose vote is (or must be) excluded while it restarts.
