@@ -30,6 +30,9 @@ pub const RESERVED_CASSANDRA_YAML_KEYS: &[&str] = &[
     "cdc_raw_directory",
     "storage_port",
     "native_transport_port",
+    "authenticator",
+    "authorizer",
+    "role_manager",
 ];
 
 /// Whether `key` is one Stateward owns in cassandra.yaml.
@@ -54,6 +57,10 @@ pub struct CassandraNodeConfig {
     /// Extra JVM options, appended to jvm-server.options.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jvm_options: Vec<String>,
+    /// Password authentication and role-based authorization (PasswordAuthenticator,
+    /// CassandraAuthorizer, CassandraRoleManager); absent or false: AllowAll.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authentication: bool,
 }
 
 /// elasticsearch.yml settings Stateward owns: a node's identity, roles, addresses, discovery,

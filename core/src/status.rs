@@ -80,6 +80,29 @@ pub struct NodeStatus {
     pub free_disk_bytes: Option<i64>,
 }
 
+/// Who may log in to the database, as the nodes' answers to real logins show.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationStatus {
+    /// "Password" (a login is required) or "Off" (any client that reaches the port is in, as
+    /// the spec asks).
+    pub mode: String,
+    /// The Secret with the superuser's `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superuser_secret: Option<String>,
+    /// True once every running node refuses a login without credentials and the default
+    /// role's, and accepts the superuser's.
+    #[serde(default)]
+    pub ready: bool,
+    /// Replicas of the authentication data in the datacenter (Cassandra `system_auth`), as
+    /// the nodes' schema shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<i32>,
+    /// What is missing or wrong until it is ready, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// Replica counts of one node pool.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -186,6 +209,9 @@ pub struct ClusterStatus {
     /// never bootstrapped again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_uuid: Option<String>,
+    /// Cassandra: who may log in over CQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<AuthenticationStatus>,
     /// The operation in flight, for machines: written before each of its steps is taken and
     /// read back by the next reconcile, so a restarted operator resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +344,8 @@ pub fn build(inputs: StatusInputs<'_>) -> ClusterStatus {
         // Set by the database's own status step; the UUID is kept once known.
         health: None,
         cluster_uuid: inputs.previous.and_then(|s| s.cluster_uuid.clone()),
+        // Set by the database's own status step.
+        authentication: None,
         operation,
         current_operation: current,
         nodes: inputs.nodes,

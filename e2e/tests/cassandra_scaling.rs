@@ -11,22 +11,32 @@
 //!    every row reads back at QUORUM;
 //! 4. `kubectl scale --replicas=3`: one node joins, then nodes 0 and 1 run a cleanup each, one
 //!    at a time; every row still reads back at QUORUM.
+//!
+//! Leaf certificates live six minutes here: the pilots load renewed ones while they run.
+//!
+//! Authentication is on (the default) throughout: after 1 and 4, logins without credentials
+//! and as the default role are refused, the generated superuser logs in, and `system_auth`
+//! has one replica per node (three). Every CQL session of the scenario is the superuser's.
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatus};
 
 mod common;
-use common::cql::{cql_session, pod_ips, quorum};
+use common::cql::{cql_session, pod_ips, quorum, session_as, superuser};
 use common::operator::OperatorProcess;
 use common::{install_crd, test_namespace, wait_for};
 
 const CLUSTER: &str = "ring";
 const ROWS: i32 = 500;
+/// Leaf certificates of six minutes (renewed after four): the scenario outlives the first ones,
+/// so the pilots must take their renewed certificate while they run.
+const SHORT_CERTIFICATES: &[(&str, &str)] =
+    &[("STATEWARD_LEAF_CERTIFICATE_LIFETIME_SECONDS", "360")];
 
 fn cluster_manifest() -> String {
     format!(
@@ -100,16 +110,23 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     let ns = space.name.clone();
     let log = space.operator_log.clone();
     eprintln!("operator log: {}", log.display());
-    let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
+    let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, SHORT_CERTIFICATES)?;
     let api: Api<CassandraCluster> = Api::namespaced(client.clone(), &ns);
 
     // --- 1. three nodes, RF 2, rows at QUORUM ---
     cluster.kubectl_stdin(&["apply", "-n", &ns, "-f", "-"], &cluster_manifest())?;
+    let first_expiry = wait_for(
+        "the pilots' certificate",
+        Duration::from_secs(60),
+        || async { pilot_certificate_expiry(&client, &ns).await },
+    )
+    .await?;
     wait_for("3 nodes Ready", Duration::from_secs(900), || async {
         let s = status(&api).await?;
         (s.phase.as_deref() == Some("Ready") && s.ready_replicas == 3).then_some(())
     })
     .await?;
+    assert_logins(&client, &ns, &api, 3).await?;
     let session = cql_session(&client, &ns, CLUSTER).await?;
     session
         .query_unpaged(
@@ -208,7 +225,7 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Without an operator nothing shrinks, whatever Cassandra does meanwhile.
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
-    let mut operator = OperatorProcess::start(&cluster, &ns, &log)?;
+    let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, SHORT_CERTIFICATES)?;
 
     let s = wait_for(
         "scale-down to 2 finished",
@@ -320,7 +337,96 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         );
     }
     assert_rows_readable(&client, &ns).await?;
+    // The authentication data followed the datacenter down to two replicas and back to three.
+    assert_logins(&client, &ns, &api, 3).await?;
+    assert_certificates_renewed(&cluster, &client, &ns, first_expiry).await?;
 
     operator.kill()?;
+    Ok(())
+}
+
+/// When the certificate in the pilots' Secret expires (seconds since the epoch).
+async fn pilot_certificate_expiry(client: &Client, ns: &str) -> Option<i64> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{CLUSTER}-pilot-tls"))
+        .await
+        .ok()?;
+    let pem = String::from_utf8(secret.data?.get("tls.crt")?.0.clone()).ok()?;
+    stateward_operator::tls::not_after(&pem).ok()
+}
+
+/// The scenario outlived the first leaf certificate: the operator issued a new one, a node that
+/// ran throughout loaded it without a restart, and the operator still reaches every pilot (the
+/// status is current).
+async fn assert_certificates_renewed(
+    cluster: &stateward_e2e::cluster::Cluster,
+    client: &Client,
+    ns: &str,
+    first_expiry: i64,
+) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let expiry = pilot_certificate_expiry(client, ns)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no pilot certificate"))?;
+    println!(
+        "first pilot certificate expired at {first_expiry}, the current one at {expiry}, now {now}"
+    );
+    anyhow::ensure!(
+        now > first_expiry,
+        "the scenario ended before the first certificate expired"
+    );
+    anyhow::ensure!(
+        expiry > first_expiry,
+        "the pilots' certificate was not renewed"
+    );
+    let log = cluster.kubectl(&[
+        "logs",
+        "-n",
+        ns,
+        &format!("{CLUSTER}-main-0"),
+        "-c",
+        "pilot",
+    ])?;
+    anyhow::ensure!(
+        log.contains("loaded the renewed TLS certificate"),
+        "ring-main-0's pilot did not load the renewed certificate"
+    );
+    Ok(())
+}
+
+/// Authentication is on by default: logins without credentials and as the default role are
+/// refused, the generated superuser logs in, and `system_auth` has `replication` replicas.
+async fn assert_logins(
+    client: &Client,
+    ns: &str,
+    api: &Api<CassandraCluster>,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let auth = wait_for(
+        "system_auth replication",
+        Duration::from_secs(300),
+        || async {
+            let auth = status(api).await?.authentication?;
+            (auth.ready && auth.replication == Some(replication)).then_some(auth)
+        },
+    )
+    .await?;
+    println!("authentication: {auth:?}");
+    assert_eq!(auth.mode, "Password");
+    assert_eq!(auth.superuser_secret.as_deref(), Some("ring-superuser"));
+    let (user, _) = superuser(client, ns, CLUSTER)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("authentication is off"))?;
+    assert_eq!(user, "ring-superuser");
+    for (who, login) in [
+        ("no credentials", None),
+        ("the default role", Some(("cassandra", "cassandra"))),
+    ] {
+        match session_as(client, ns, CLUSTER, login).await {
+            Ok(_) => anyhow::bail!("a login with {who} was accepted"),
+            Err(e) => println!("a login with {who} is refused: {e}"),
+        }
+    }
+    cql_session(client, ns, CLUSTER).await?;
     Ok(())
 }

@@ -17,6 +17,9 @@ pub struct OperatorConfig {
     /// Where each cluster's CA and the operator's client credentials live: the operator's own
     /// namespace, never an app's.
     pub credentials_namespace: String,
+    /// How long the pilots' and the operator's leaf certificates are valid; each is issued
+    /// again once a third of it is left.
+    pub leaf_certificate_lifetime: std::time::Duration,
 }
 
 impl Default for OperatorConfig {
@@ -28,6 +31,7 @@ impl Default for OperatorConfig {
             image_pull_policy: "IfNotPresent".into(),
             field_manager: "stateward-operator".into(),
             credentials_namespace: "stateward-system".into(),
+            leaf_certificate_lifetime: std::time::Duration::from_secs(90 * 86_400),
         }
     }
 }

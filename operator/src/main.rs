@@ -69,6 +69,14 @@ struct RunArgs {
         default_value_t = 600
     )]
     credentials_sweep_seconds: u64,
+    /// Seconds the pilots' and the operator's leaf certificates are valid (90 days); each is
+    /// issued again once a third of it is left.
+    #[arg(
+        long,
+        env = "STATEWARD_LEAF_CERTIFICATE_LIFETIME_SECONDS",
+        default_value_t = 90 * 86_400
+    )]
+    leaf_certificate_lifetime_seconds: u64,
     /// Seconds between level-triggered resyncs of a steady cluster.
     #[arg(long, env = "STATEWARD_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
@@ -118,6 +126,9 @@ async fn main() -> anyhow::Result<()> {
                 pilot_image: args.pilot_image,
                 image_pull_policy: args.image_pull_policy,
                 credentials_namespace,
+                leaf_certificate_lifetime: Duration::from_secs(
+                    args.leaf_certificate_lifetime_seconds.max(60),
+                ),
                 ..OperatorConfig::default()
             };
             let pilots = Arc::new(PilotRegistry::default());

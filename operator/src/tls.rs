@@ -1,10 +1,13 @@
 //! Per-cluster PKI for the operator ↔ pilot channel: one CA per cluster, a serving certificate
 //! for the pilots and a client certificate for the operator, all kept in Secrets.
 
+use std::time::Duration;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use time::OffsetDateTime;
 
 /// The identity the pilots accept on client certificates.
 pub const OPERATOR_CLIENT_NAME: &str = "stateward-operator";
@@ -60,12 +63,16 @@ pub fn check_ca(ca: &CertificateAuthority) -> Result<(), TlsError> {
     }
 }
 
-/// Issue a leaf certificate signed by `ca`: a server certificate for `names` or, with
-/// `client`, a client certificate whose common name is `names[0]`.
+/// How long before its issue a leaf is already valid: clocks of the pods may lag the operator's.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Issue a leaf certificate signed by `ca`, valid for `lifetime` from now: a server certificate
+/// for `names` or, with `client`, a client certificate whose common name is `names[0]`.
 pub fn issue(
     ca: &CertificateAuthority,
     names: &[String],
     client: bool,
+    lifetime: Duration,
 ) -> Result<IssuedCertificate, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::new(ca_params(&ca.cluster)?, ca_key);
@@ -81,6 +88,9 @@ pub fn issue(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + lifetime;
     params.extended_key_usages = vec![if client {
         ExtendedKeyUsagePurpose::ClientAuth
     } else {
@@ -93,6 +103,24 @@ pub fn issue(
     })
 }
 
+/// When a PEM certificate stops being valid (seconds since the epoch).
+pub fn not_after(cert_pem: &str) -> Result<i64, TlsError> {
+    let unreadable = || TlsError(rcgen::Error::CouldNotParseCertificate);
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|_| unreadable())?;
+    let cert = pem.parse_x509().map_err(|_| unreadable())?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Whether a leaf expiring at `not_after` is issued again now: once less than a third of
+/// `lifetime` is left, or when it outlives the lifetime (issued under a longer one, such as
+/// before lifetimes were bounded).
+pub fn renewal_due(not_after: i64, now: i64, lifetime: Duration) -> bool {
+    let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let left = not_after.saturating_sub(now);
+    left < lifetime / 3 || left > lifetime.saturating_add(CLOCK_SKEW.as_secs() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,10 +128,33 @@ mod tests {
     #[test]
     fn issues_server_and_client_certificates() {
         let ca = new_ca("demo").expect("ca");
-        let server = issue(&ca, &["pilot.demo.ns".into()], false).expect("server");
-        let client = issue(&ca, &[OPERATOR_CLIENT_NAME.into()], true).expect("client");
+        let day = Duration::from_secs(86_400);
+        let server = issue(&ca, &["pilot.demo.ns".into()], false, day).expect("server");
+        let client = issue(&ca, &[OPERATOR_CLIENT_NAME.into()], true, day).expect("client");
         assert!(server.cert_pem.contains("BEGIN CERTIFICATE"));
         assert!(client.key_pem.contains("PRIVATE KEY"));
+        let expires = not_after(&server.cert_pem).expect("parses");
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!((expires - now - 86_400).abs() < 5, "{expires} vs {now}");
+    }
+
+    #[test]
+    fn renewal_is_due_in_the_last_third_and_for_longer_lived_leaves() {
+        let lifetime = Duration::from_secs(900);
+        assert!(!renewal_due(1_900, 1_000, lifetime), "fresh");
+        assert!(
+            !renewal_due(1_301, 1_000, lifetime),
+            "a third and a second left"
+        );
+        assert!(
+            renewal_due(1_299, 1_000, lifetime),
+            "less than a third left"
+        );
+        assert!(renewal_due(900, 1_000, lifetime), "expired");
+        assert!(
+            renewal_due(1_000 + 86_400, 1_000, lifetime),
+            "issued for longer"
+        );
     }
 
     #[test]

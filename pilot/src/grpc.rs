@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ReloadingServerConfig;
 use futures::Stream;
 use stateward_proto::v1::pilot_server::{Pilot, PilotServer};
 use stateward_proto::v1::{
@@ -13,7 +14,6 @@ use stateward_proto::v1::{
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -28,12 +28,11 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 
 pub async fn serve<D: Driver>(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Arc<ReloadingServerConfig>,
     hub: StatusHub,
     actions: ActionManager<D>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
     let (conn_tx, conn_rx) = mpsc::channel::<Result<_, std::io::Error>>(16);
     // Handshakes run on their own tasks so a slow or hostile client cannot hold up others.
     tokio::spawn(async move {
@@ -46,7 +45,7 @@ pub async fn serve<D: Driver>(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(tls.current());
             let tx = conn_tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

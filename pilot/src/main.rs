@@ -51,10 +51,12 @@ pub enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The CQL driver logs every refused login as an error, and the authentication checks make
+    // some on purpose; their outcome is reported by the pilot itself.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=off")),
         )
         .with_target(false)
         .init();
@@ -92,8 +94,12 @@ fn main() -> anyhow::Result<()> {
 /// Everything after the configuration is rendered, the same for every database.
 async fn run<D: Driver>(common: CommonArgs, data_dir: &Path, driver: D) -> anyhow::Result<()> {
     let driver = Arc::new(driver);
-    let tls = tls::server_config(&common.tls_dir, stateward_proto::OPERATOR_CLIENT_IDENTITY)
-        .with_context(|| format!("loading TLS material from {}", common.tls_dir.display()))?;
+    let tls = tls::ReloadingServerConfig::load(
+        &common.tls_dir,
+        stateward_proto::OPERATOR_CLIENT_IDENTITY,
+    )
+    .map(Arc::new)
+    .with_context(|| format!("loading TLS material from {}", common.tls_dir.display()))?;
     let actions = ActionManager::open(driver.clone(), &fsutil::state_dir(data_dir).join("actions"))
         .await
         .context("opening the action journal")?;

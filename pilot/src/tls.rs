@@ -3,8 +3,9 @@
 //! identity during the handshake (not per request) means anything else the CA may have
 //! signed, such as another pilot's server certificate, cannot even open a connection.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rustls_pki_types::pem::PemObject;
@@ -17,6 +18,74 @@ use tokio_rustls::rustls::{
     self, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
 };
+use tracing::{info, warn};
+
+/// How often the mounted files are compared with the ones in use.
+const RECHECK: Duration = Duration::from_secs(10);
+const FILES: [&str; 3] = ["ca.crt", "tls.crt", "tls.key"];
+
+/// The server configuration, loaded again when the mounted Secret's files change: the operator
+/// renews the pilot's certificate before it expires, and the kubelet updates the files in place,
+/// so new connections get the new certificate without a restart of the pilot or the database.
+pub struct ReloadingServerConfig {
+    dir: PathBuf,
+    client_identity: String,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    files: Vec<Vec<u8>>,
+    config: Arc<ServerConfig>,
+    checked_at: Instant,
+}
+
+fn read_files(dir: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    FILES.iter().map(|f| std::fs::read(dir.join(f))).collect()
+}
+
+impl ReloadingServerConfig {
+    pub fn load(dir: &Path, client_identity: &str) -> anyhow::Result<Self> {
+        let files = read_files(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let config = server_config(dir, client_identity)?;
+        Ok(ReloadingServerConfig {
+            dir: dir.to_path_buf(),
+            client_identity: client_identity.to_string(),
+            loaded: Mutex::new(Loaded {
+                files,
+                config,
+                checked_at: Instant::now(),
+            }),
+        })
+    }
+
+    /// The configuration for a new connection. Files that changed but do not load keep the
+    /// previous configuration in use (a Secret caught mid-update loads on the next check).
+    pub fn current(&self) -> Arc<ServerConfig> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.checked_at.elapsed() < RECHECK {
+            return loaded.config.clone();
+        }
+        loaded.checked_at = Instant::now();
+        match read_files(&self.dir) {
+            Ok(files) if files != loaded.files => {
+                match server_config(&self.dir, &self.client_identity) {
+                    Ok(config) => {
+                        info!(dir = %self.dir.display(), "loaded the renewed TLS certificate");
+                        loaded.files = files;
+                        loaded.config = config;
+                    }
+                    Err(e) => warn!("keeping the TLS certificate in use: {e:#}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(
+                "keeping the TLS certificate in use: reading {}: {e}",
+                self.dir.display()
+            ),
+        }
+        loaded.config.clone()
+    }
+}
 
 pub fn server_config(dir: &Path, client_identity: &str) -> anyhow::Result<Arc<ServerConfig>> {
     let ca_path = dir.join("ca.crt");

@@ -29,6 +29,7 @@ pub mod v1 {
                 Some(Action::AllocationExclusion(_)) => ActionKind::AllocationExclusion,
                 Some(Action::VotingExclusion(_)) => ActionKind::VotingExclusion,
                 Some(Action::Resume(_)) => ActionKind::Resume,
+                Some(Action::CassandraAuth(_)) => ActionKind::CassandraAuth,
                 None => ActionKind::Unspecified,
             }
         }

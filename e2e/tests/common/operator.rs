@@ -32,6 +32,16 @@ impl OperatorProcess {
         Self::start_with(cluster, ns, log, cluster.kubeconfig(), "127.0.0.1:0")
     }
 
+    /// As [`start`](Self::start), with extra environment (settings of the test's own).
+    pub fn start_env(
+        cluster: &Cluster,
+        ns: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(cluster, ns, log, cluster.kubeconfig(), "127.0.0.1:0", env)
+    }
+
     /// As [`start`](Self::start), with another kubeconfig and the address of its HTTP endpoint
     /// (`/healthz`, `/readyz`, `/metrics`).
     pub fn start_with(
@@ -40,6 +50,17 @@ impl OperatorProcess {
         log: &Path,
         kubeconfig: &Path,
         http_address: &str,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(cluster, ns, log, kubeconfig, http_address, &[])
+    }
+
+    fn spawn(
+        cluster: &Cluster,
+        ns: &str,
+        log: &Path,
+        kubeconfig: &Path,
+        http_address: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let binary = images::operator_binary(cluster.layout());
         stateward_e2e::cluster::require_binary(&binary)?;
@@ -67,6 +88,7 @@ impl OperatorProcess {
             .env("STATEWARD_CREDENTIALS_NAMESPACE", CREDENTIALS_NAMESPACE)
             .env("STATEWARD_CREDENTIALS_SWEEP_SECONDS", "5")
             .env("RUST_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

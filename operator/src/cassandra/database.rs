@@ -29,6 +29,19 @@ pub struct CassandraDetail {
     pub ring: Option<BTreeSet<String>>,
     /// The schema's keyspaces with their replication in the node's datacenter.
     pub keyspaces: Option<Vec<KeyspaceReplication>>,
+    /// What CQL logins to the node showed; `None` when it runs without authentication (or
+    /// was not checked yet).
+    pub auth: Option<LoginsSeen>,
+}
+
+/// What the pilot's CQL logins to its node showed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoginsSeen {
+    pub anonymous_refused: bool,
+    pub superuser_login: bool,
+    pub default_role_login: bool,
+    /// What could not be checked or was wrong; empty when every check ran.
+    pub problem: String,
 }
 
 pub type CassandraNode = ObservedNode<CassandraDetail>;
@@ -90,6 +103,12 @@ pub fn report_of(status: &NodeStatus) -> NodeReport<CassandraDetail> {
                 .map(|c| c.host_id.clone()),
             ring,
             keyspaces,
+            auth: cassandra.and_then(|c| c.auth.as_ref()).map(|a| LoginsSeen {
+                anonymous_refused: a.anonymous_refused,
+                superuser_login: a.superuser_login,
+                default_role_login: a.default_role_login,
+                problem: a.problem.clone(),
+            }),
         },
     }
 }

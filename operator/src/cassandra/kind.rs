@@ -6,17 +6,21 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use stateward_core::model::{DesiredPool, NodeReport, Observed, VolumePolicy};
 use stateward_core::operation::NodeAction;
+use stateward_core::planner::Plan;
 use stateward_core::status::ClusterStatus;
 use stateward_proto::v1::{
     ActionSpec, CleanupAction, DecommissionAction, DrainAction, ResumeAction,
     UpgradeSsTablesAction, action_spec,
 };
 
+use super::auth;
 use super::database::{Cassandra, CassandraDetail, report_of};
 use super::resources::{self, APP_NAME};
 use crate::api::cassandra::CassandraCluster;
-use crate::cluster::ClusterKind;
+use crate::cluster::{ClusterAction, ClusterKind};
 use crate::config::OperatorConfig;
+use crate::platform::login::LoginSecret;
+use crate::platform::names::Names;
 
 impl ClusterKind for CassandraCluster {
     type Db = Cassandra;
@@ -123,5 +127,46 @@ impl ClusterKind for CassandraCluster {
         ActionSpec {
             action: Some(action),
         }
+    }
+
+    fn login_secret(&self) -> Option<LoginSecret> {
+        if !self.spec.authentication_enabled() {
+            return None;
+        }
+        Some(LoginSecret {
+            name: resources::superuser_secret(self),
+            generate_for: self
+                .spec
+                .named_superuser_secret()
+                .is_none()
+                .then(|| Names::of(self).generated_superuser_secret()),
+        })
+    }
+
+    fn cluster_fields(&self, observed: &Observed<CassandraDetail>, status: &mut ClusterStatus) {
+        status.authentication = Some(auth::status(
+            self.spec.authentication_enabled(),
+            &resources::superuser_secret(self),
+            observed,
+            &self.spec_pools(),
+        ));
+    }
+
+    fn cluster_actions(
+        &self,
+        desired: &[DesiredPool],
+        observed: &Observed<CassandraDetail>,
+        plan: &Plan,
+        attempt: &str,
+    ) -> Vec<ClusterAction> {
+        auth::action(
+            self.spec.authentication_enabled(),
+            observed,
+            desired,
+            plan,
+            attempt,
+        )
+        .into_iter()
+        .collect()
     }
 }

@@ -49,6 +49,7 @@ fn node(ordinal: i32, ring: i32, user_rf: u32) -> CassandraNode {
                 host_id: Some(format!("h{ordinal}")),
                 ring: Some(ring),
                 keyspaces: Some(keyspaces(user_rf)),
+                auth: None,
             },
         }),
     }

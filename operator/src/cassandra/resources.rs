@@ -169,7 +169,17 @@ pub fn pilot_config(cluster: &CassandraCluster) -> Result<CassandraNodeConfig, R
         num_tokens: u32::try_from(cluster.spec.num_tokens()).ok(),
         cassandra_yaml,
         jvm_options: Vec::new(),
+        authentication: cluster.spec.authentication_enabled(),
     })
+}
+
+/// The Secret with the superuser's `username` and `password`: the user's, or the generated one.
+pub fn superuser_secret(cluster: &CassandraCluster) -> String {
+    cluster
+        .spec
+        .named_superuser_secret()
+        .map(str::to_string)
+        .unwrap_or_else(|| Names::of(cluster).generated_superuser_secret())
 }
 
 pub fn config_map(cluster: &CassandraCluster) -> Result<ConfigMap, RenderError> {
@@ -394,6 +404,9 @@ fn pod_spec(
             mount("data", "/var/lib/cassandra"),
             read_only_mount("pilot-config", "/etc/stateward/config"),
             read_only_mount("pilot-tls", "/etc/stateward/tls"),
+            // Mounted whether authentication is on or not, so turning it on changes only the
+            // node configuration.
+            read_only_mount("superuser", "/etc/stateward/superuser"),
         ]),
         security_context: Some(restricted_container()),
         ..Container::default()
@@ -483,6 +496,18 @@ fn pod_spec(
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(names.pilot_tls_secret()),
                     default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            // Only the pilot mounts it. Optional: a Secret the user named but has not created
+            // yet keeps the node from being set up (the status says why), not from starting.
+            Volume {
+                name: "superuser".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(superuser_secret(cluster)),
+                    default_mode: Some(0o440),
+                    optional: Some(true),
                     ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
@@ -607,6 +632,7 @@ mod tests {
                 }],
                 config: None,
                 storage_policy: None,
+                authentication: None,
             },
         );
         c.metadata.namespace = Some("ns".into());
@@ -693,5 +719,21 @@ mod tests {
         let b = config_map(&c2).expect("cm");
         assert_ne!(config_hash(&a), config_hash(&b));
         assert_eq!(config_hash(&a), config_hash(&config_map(&c).expect("cm")));
+    }
+
+    #[test]
+    fn authentication_is_on_unless_the_spec_turns_it_off() {
+        let mut c = sample();
+        assert!(pilot_config(&c).expect("render").authentication);
+        assert_eq!(superuser_secret(&c), "demo-superuser");
+        let on = config_map(&c).expect("cm");
+        c.spec.authentication = Some(crate::api::cassandra::CassandraAuthentication {
+            enabled: Some(false),
+            superuser_secret_name: Some("app-admin".into()),
+        });
+        assert!(!pilot_config(&c).expect("render").authentication);
+        assert_eq!(superuser_secret(&c), "app-admin");
+        // Turning it on or off restarts the nodes (the node configuration changed).
+        assert_ne!(config_hash(&on), config_hash(&config_map(&c).expect("cm")));
     }
 }

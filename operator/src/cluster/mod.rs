@@ -19,6 +19,7 @@ use stateward_core::status::{ClusterStatus, NodeStatus};
 use stateward_proto::v1::ActionSpec;
 
 use crate::config::OperatorConfig;
+use crate::platform::login::LoginSecret;
 
 /// The detail type of a kind's database.
 pub type DetailOf<K> = <<K as ClusterKind>::Db as Database>::Detail;
@@ -86,6 +87,11 @@ pub trait ClusterKind:
 
     /// What only this kind shows of the cluster in its status.
     fn cluster_fields(&self, _observed: &Observed<DetailOf<Self>>, _status: &mut ClusterStatus) {}
+
+    /// The Secret of the database's administrative login, when the cluster uses one.
+    fn login_secret(&self) -> Option<LoginSecret> {
+        None
+    }
 
     /// Cluster-scoped actions to send now.
     ///

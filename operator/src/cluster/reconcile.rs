@@ -31,7 +31,7 @@ use crate::pilots::PodAddress;
 pub use crate::platform::Error;
 use crate::platform::names::Names;
 use crate::platform::record::{Recording, record};
-use crate::platform::{KubeContext, now_rfc3339, pki, pods, volumes};
+use crate::platform::{KubeContext, login, now_rfc3339, pki, pods, volumes};
 
 /// What the observe phase saw.
 struct Observation<D> {
@@ -256,7 +256,10 @@ async fn credentials_and_pilots<K: ClusterKind>(
     let fault = if cluster.is_paused() {
         None
     } else {
-        ensure_credentials(cluster, ctx, &stores, names, &uid).await?
+        match ensure_credentials(cluster, ctx, &stores, names, &uid).await? {
+            Some(fault) => Some(fault),
+            None => ensure_login_secret(cluster, ctx, &stores, names).await?,
+        }
     };
     track_pilots(ctx, &stores, &uid, names, pods).await?;
     Ok(fault)
@@ -278,7 +281,14 @@ async fn ensure_credentials<K: ClusterKind>(
         names,
         uid: uid.to_string(),
     };
-    match pki::ensure(stores, &owner, &ctx.writes).await {
+    match pki::ensure(
+        stores,
+        &owner,
+        ctx.config.leaf_certificate_lifetime,
+        &ctx.writes,
+    )
+    .await
+    {
         Ok(()) => Ok(None),
         Err(Error::UnusableCa(secret)) => {
             warn!(cluster = %names.cluster, %secret, "the cluster's CA Secret is unusable");
@@ -306,6 +316,26 @@ async fn ensure_credentials<K: ClusterKind>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The database's administrative login Secret, generated once when the user names none.
+async fn ensure_login_secret<K: ClusterKind>(
+    cluster: &K,
+    ctx: &Context,
+    stores: &pki::SecretStores,
+    names: &Names,
+) -> Result<Option<Fault>, Error> {
+    let Some(wanted) = cluster.login_secret() else {
+        return Ok(None);
+    };
+    login::ensure(
+        &stores.app,
+        &wanted,
+        cluster.owner_reference(),
+        labels::cluster(&names.cluster, K::APP_NAME),
+        &ctx.writes,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

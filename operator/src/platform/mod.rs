@@ -1,6 +1,7 @@
 //! Kubernetes plumbing every database shares: object names, PKI Secrets, volumes, pods, and
 //! recording status and Events. The database modules call it; it knows no database.
 
+pub mod login;
 pub mod names;
 pub mod pki;
 pub mod pods;

@@ -49,6 +49,10 @@ impl Names {
     pub fn ca_secret(&self) -> String {
         format!("{}-ca", self.cluster)
     }
+    /// The superuser Secret the operator generates (when the user names none).
+    pub fn generated_superuser_secret(&self) -> String {
+        format!("{}-superuser", self.cluster)
+    }
     pub fn pilot_tls_secret(&self) -> String {
         format!("{}-pilot-tls", self.cluster)
     }

@@ -8,6 +8,7 @@
 //! only what its pods need: the CA certificate and the pilots' own leaf.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -71,44 +72,106 @@ pub fn operator_client_secret(uid: &str) -> String {
 pub async fn ensure(
     stores: &SecretStores,
     owner: &SecretOwner<'_>,
+    lifetime: Duration,
     writes: &WriteCounter,
 ) -> Result<(), Error> {
     let ca = load_or_create_ca(stores, owner, writes).await?;
     let client_name = operator_client_secret(&owner.uid);
-    if read(&stores.credentials, &client_name).await?.is_none() {
-        // Also where a move from the app namespace ends: the copies there are deleted before
-        // the client Secret that marks the move done is created.
-        remove_legacy(stores, owner.names, writes).await?;
-        let issued = tls::issue(&ca, &[tls::OPERATOR_CLIENT_NAME.to_string()], true)?;
-        let data = [
-            ("ca.crt", ca.cert_pem.clone()),
-            ("tls.crt", issued.cert_pem),
-            ("tls.key", issued.key_pem),
-        ];
-        let meta = credentials_meta(stores, owner, &client_name);
-        create_secret(&stores.credentials, meta, &data, writes).await?;
+    let client_names = [tls::OPERATOR_CLIENT_NAME.to_string()];
+    match read(&stores.credentials, &client_name).await? {
+        None => {
+            // Also where a move from the app namespace ends: the copies there are deleted
+            // before the client Secret that marks the move done is created.
+            remove_legacy(stores, owner.names, writes).await?;
+            let data = leaf_data(&ca, &client_names, true, lifetime)?;
+            let meta = credentials_meta(stores, owner, &client_name);
+            create_secret(&stores.credentials, meta, &data, writes).await?;
+        }
+        Some(secret) if leaf_due(&secret, lifetime) => {
+            let data = leaf_data(&ca, &client_names, true, lifetime)?;
+            renew_secret(&stores.credentials, secret, &data, writes).await?;
+        }
+        Some(_) => {}
     }
     let names = owner.names;
     let pilot_name = names.pilot_tls_secret();
-    if read(&stores.app, &pilot_name).await?.is_none() {
-        let server_names = vec![
-            names.pilot_tls_name(),
-            format!(
-                "*.{}.{}.svc.cluster.local",
-                names.nodes_service(),
-                names.namespace
-            ),
-        ];
-        let issued = tls::issue(&ca, &server_names, false)?;
-        let data = [
-            ("ca.crt", ca.cert_pem.clone()),
-            ("tls.crt", issued.cert_pem),
-            ("tls.key", issued.key_pem),
-        ];
-        let meta = app_meta(owner, &pilot_name);
-        create_secret(&stores.app, meta, &data, writes).await?;
+    let server_names = vec![
+        names.pilot_tls_name(),
+        format!(
+            "*.{}.{}.svc.cluster.local",
+            names.nodes_service(),
+            names.namespace
+        ),
+    ];
+    match read(&stores.app, &pilot_name).await? {
+        None => {
+            let data = leaf_data(&ca, &server_names, false, lifetime)?;
+            let meta = app_meta(owner, &pilot_name);
+            create_secret(&stores.app, meta, &data, writes).await?;
+        }
+        // The pilots read the new certificate where the Secret is mounted, without a restart.
+        Some(secret) if leaf_due(&secret, lifetime) => {
+            let data = leaf_data(&ca, &server_names, false, lifetime)?;
+            renew_secret(&stores.app, secret, &data, writes).await?;
+        }
+        Some(_) => {}
     }
     Ok(())
+}
+
+/// A leaf Secret's data: the CA certificate, and a new certificate with its key.
+fn leaf_data(
+    ca: &tls::CertificateAuthority,
+    names: &[String],
+    client: bool,
+    lifetime: Duration,
+) -> Result<[(&'static str, String); 3], Error> {
+    let issued = tls::issue(ca, names, client, lifetime)?;
+    Ok([
+        ("ca.crt", ca.cert_pem.clone()),
+        ("tls.crt", issued.cert_pem),
+        ("tls.key", issued.key_pem),
+    ])
+}
+
+/// Whether the leaf a Secret holds is issued again now (it cannot be read, is in the last
+/// third of its lifetime, or outlives the lifetime).
+fn leaf_due(secret: &Secret, lifetime: Duration) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    text_of(secret, "tls.crt")
+        .and_then(|pem| tls::not_after(&pem).ok())
+        .is_none_or(|not_after| tls::renewal_due(not_after, now, lifetime))
+}
+
+/// Replaces a leaf Secret's data, conditional on the version read (a concurrent change wins
+/// and the next reconcile looks again).
+async fn renew_secret(
+    secrets: &Api<Secret>,
+    mut secret: Secret,
+    data: &[(&str, String)],
+    writes: &WriteCounter,
+) -> Result<(), Error> {
+    let name = secret.name_any();
+    secret.data = Some(
+        data.iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+            .collect(),
+    );
+    writes.record("Secret");
+    match secrets
+        .replace(&name, &PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => {
+            info!(secret = %name, "issued its certificate again before it expires");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            what: format!("renewing the certificate in Secret {name}"),
+            source,
+        }),
+    }
 }
 
 /// The stored CA; a new one only when none exists in either place. A CA that exists but cannot
@@ -338,7 +401,7 @@ fn credentials_meta(
     }
 }
 
-async fn create_secret(
+pub(super) async fn create_secret(
     secrets: &Api<Secret>,
     metadata: kube::api::ObjectMeta,
     data: &[(&str, String)],

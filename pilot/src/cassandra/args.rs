@@ -55,6 +55,14 @@ pub struct Args {
     pub storage_port: u16,
     #[arg(long, env = "STATEWARD_CQL_PORT", default_value_t = 9042)]
     pub cql_port: u16,
+    /// Where the superuser Secret is mounted (files `username` and `password`); read when the
+    /// node configuration turns authentication on.
+    #[arg(
+        long,
+        env = "STATEWARD_SUPERUSER_DIR",
+        default_value = "/etc/stateward/superuser"
+    )]
+    pub superuser_dir: PathBuf,
 }
 
 /// The `cassandra` subcommand's flags from `argv` (after the subcommand), for tests.

@@ -9,6 +9,7 @@
 //! - [`render`]: the configuration, rendered before Cassandra starts.
 
 mod args;
+mod auth;
 mod decommission;
 mod identity;
 mod jolokia;
@@ -30,6 +31,7 @@ use stateward_proto::v1::{
 use tracing::info;
 
 pub use self::args::Args;
+use self::auth::AuthState;
 use self::identity::Identity;
 use self::jolokia::{Jolokia, JolokiaError};
 use crate::driver::{ActionRun, Driver, failed};
@@ -54,12 +56,15 @@ pub struct Cassandra {
     identity: Identity,
     /// The last successful schema reading and when it was made.
     keyspaces: Mutex<Option<(Instant, Vec<CassandraKeyspace>)>>,
+    auth: AuthState,
 }
 
 impl Cassandra {
     pub fn new(args: &Args) -> anyhow::Result<Self> {
         let identity = Identity::load(state_dir(&args.data_dir).join("identity.json"))?;
+        let settings = render::load_settings(args.config_file.as_deref())?;
         Ok(Cassandra {
+            auth: AuthState::new(settings.authentication, args.superuser_dir.clone()),
             jolokia: Jolokia::new("127.0.0.1", args.jolokia_port),
             address: args.pod_ip.to_string(),
             cql: SocketAddr::new(args.pod_ip, args.cql_port),
@@ -123,6 +128,7 @@ impl Driver for Cassandra {
                 | ActionKind::Drain
                 | ActionKind::Cleanup
                 | ActionKind::UpgradeSstables
+                | ActionKind::CassandraAuth
         )
     }
 
@@ -133,6 +139,9 @@ impl Driver for Cassandra {
             Some(Action::Cleanup(c)) => self.cleanup(c.keyspaces, c.jobs, &run).await,
             Some(Action::UpgradeSstables(u)) => {
                 self.upgrade_sstables(u.keyspaces, u.jobs, &run).await
+            }
+            Some(Action::CassandraAuth(a)) => {
+                self.setup_auth(a.system_auth_replication, &run).await
             }
             other => failed(format!("Cassandra does not support {other:?}")),
         }
@@ -220,6 +229,7 @@ mod tests {
             ActionKind::Drain,
             ActionKind::Cleanup,
             ActionKind::UpgradeSstables,
+            ActionKind::CassandraAuth,
         ] {
             assert!(c.supports(kind), "{kind:?}");
         }

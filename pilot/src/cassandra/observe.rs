@@ -122,6 +122,11 @@ impl Cassandra {
             None
         };
         let cql_reachable = self.cql_reachable().await;
+        let auth = if mode == CassandraOperationMode::Normal && cql_reachable {
+            self.auth_status().await
+        } else {
+            None
+        };
         let not_ready_reason = if mode != CassandraOperationMode::Normal {
             format!("operation mode is {mode_raw}")
         } else if !ring.self_live {
@@ -155,6 +160,7 @@ impl Cassandra {
                 address: me,
                 cql_reachable,
                 peers: ring.peers,
+                auth,
             })),
             problems,
             ..Default::default()

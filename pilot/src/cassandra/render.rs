@@ -95,6 +95,22 @@ fn cassandra_yaml(args: &Args, settings: &CassandraNodeConfig) -> anyhow::Result
     set("storage_port", args.storage_port.into());
     set("native_transport_port", args.cql_port.into());
     set("endpoint_snitch", "GossipingPropertyFileSnitch".into());
+    let (authenticator, authorizer, role_manager) = if settings.authentication {
+        (
+            "PasswordAuthenticator",
+            "CassandraAuthorizer",
+            "CassandraRoleManager",
+        )
+    } else {
+        (
+            "AllowAllAuthenticator",
+            "AllowAllAuthorizer",
+            "CassandraRoleManager",
+        )
+    };
+    set("authenticator", authenticator.into());
+    set("authorizer", authorizer.into());
+    set("role_manager", role_manager.into());
     let seeds = args
         .seeds
         .split(',')

@@ -1,0 +1,143 @@
+//! The Secret holding a database's administrative login: generated once when the user names
+//! none, never changed afterwards; a Secret the user named is only read.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Api;
+use stateward_core::words::Fault;
+use tracing::info;
+
+use super::{Error, pki};
+use crate::apply::WriteCounter;
+
+/// The keys a login Secret holds.
+pub const USERNAME: &str = "username";
+pub const PASSWORD: &str = "password";
+
+/// The login Secret a cluster uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginSecret {
+    pub name: String,
+    /// The username to generate it with; `None` for a Secret the user named (never created).
+    pub generate_for: Option<String>,
+}
+
+/// A fresh password: 32 letters and digits (about 190 bits), without modulo bias.
+fn generate_password() -> Result<String, Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // The largest multiple of 62 below 256: bytes from it on are drawn again.
+    const LIMIT: u8 = 248;
+    let mut password = String::with_capacity(32);
+    while password.len() < 32 {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Render(format!("no randomness: {e}")))?;
+        password.extend(
+            bytes
+                .iter()
+                .filter(|b| **b < LIMIT)
+                .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char),
+        );
+    }
+    password.truncate(32);
+    Ok(password)
+}
+
+/// Ensures the Secret exists (creating a generated one) and holds both keys; a missing or
+/// incomplete Secret the user named is a fault to show.
+pub async fn ensure(
+    secrets: &Api<Secret>,
+    wanted: &LoginSecret,
+    owner: Option<OwnerReference>,
+    labels: BTreeMap<String, String>,
+    writes: &WriteCounter,
+) -> Result<Option<Fault>, Error> {
+    let existing = secrets
+        .get_opt(&wanted.name)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("reading Secret {}", wanted.name),
+            source,
+        })?;
+    match (existing, &wanted.generate_for) {
+        (Some(secret), _) => Ok(incomplete(&secret, &wanted.name)),
+        (None, Some(username)) => {
+            let metadata = kube::api::ObjectMeta {
+                name: Some(wanted.name.clone()),
+                owner_references: owner.map(|o| vec![o]),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            let data = [
+                (USERNAME, username.clone()),
+                (PASSWORD, generate_password()?),
+            ];
+            pki::create_secret(secrets, metadata, &data, writes).await?;
+            info!(secret = %wanted.name, "generated the superuser Secret");
+            Ok(None)
+        }
+        (None, None) => Ok(Some(Fault {
+            reason: "SuperuserSecretMissing".into(),
+            message: format!(
+                "the Secret {} named in spec.authentication.superuserSecretName does not exist: \
+                 create it with keys {USERNAME} and {PASSWORD}",
+                wanted.name
+            ),
+        })),
+    }
+}
+
+fn incomplete(secret: &Secret, name: &str) -> Option<Fault> {
+    let has = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .is_some_and(|v| !v.0.is_empty())
+    };
+    let missing: Vec<&str> = [USERNAME, PASSWORD]
+        .into_iter()
+        .filter(|k| !has(k))
+        .collect();
+    (!missing.is_empty()).then(|| Fault {
+        reason: "SuperuserSecretInvalid".into(),
+        message: format!(
+            "the superuser Secret {name} has no (or an empty) {}",
+            missing.join(" and no ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_letters_and_digits_and_differ() -> Result<(), Error> {
+        let a = generate_password()?;
+        let b = generate_password()?;
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        Ok(())
+    }
+
+    #[test]
+    fn a_secret_without_both_keys_is_a_fault() {
+        let mut secret = Secret {
+            data: Some([(USERNAME.to_string(), ByteString(b"admin".to_vec()))].into()),
+            ..Secret::default()
+        };
+        let fault = incomplete(&secret, "s").expect("a fault");
+        assert_eq!(fault.reason, "SuperuserSecretInvalid");
+        assert!(fault.message.contains(PASSWORD), "{}", fault.message);
+        secret
+            .data
+            .get_or_insert_default()
+            .insert(PASSWORD.into(), ByteString(b"pw".to_vec()));
+        assert_eq!(incomplete(&secret, "s"), None);
+    }
+}

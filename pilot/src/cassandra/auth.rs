@@ -1,0 +1,520 @@
+//! Authentication: real CQL logins that show how the node answers them (observed), and the
+//! action that sets it up (superuser role, `system_auth` replication, the default role
+//! disabled).
+//!
+//! Every verdict comes from a login on the node's own CQL port: the node's answer to a login
+//! is the only proof of what a client would see.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{
+    ConnectionError, ConnectionPoolError, ConnectionSetupRequestErrorKind, DbError, MetadataError,
+    NewSessionError,
+};
+use scylla::policies::host_filter::AllowListHostFilter;
+use serde_json::json;
+use stateward_proto::v1::{ActionResult, CassandraAuth, Verification};
+use tracing::{info, warn};
+
+use super::keyspaces::parse_replication;
+use super::{ACTION_POLL, Cassandra, READ_TIMEOUT, SS};
+use crate::driver::{ActionRun, failed, verified};
+
+/// How often the observation logs in to check what clients see.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// One login, connection and authentication together.
+const LOGIN_LIMIT: Duration = Duration::from_secs(5);
+/// A repair of `system_auth` (a few small tables).
+const REPAIR_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// The role Cassandra creates, with this password, when it first starts with authentication.
+const DEFAULT_ROLE: &str = "cassandra";
+const DEFAULT_PASSWORD: &str = "cassandra";
+
+/// Where the superuser Secret is mounted and the last check of what logins show.
+pub struct AuthState {
+    pub enabled: bool,
+    superuser_dir: PathBuf,
+    last_check: std::sync::Mutex<Option<(Instant, CassandraAuth)>>,
+}
+
+impl AuthState {
+    pub fn new(enabled: bool, superuser_dir: PathBuf) -> Self {
+        AuthState {
+            enabled,
+            superuser_dir,
+            last_check: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn cached(&self) -> Option<CassandraAuth> {
+        let last = self.last_check.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < CHECK_EVERY)
+            .map(|(_, auth)| auth.clone())
+    }
+
+    fn remember(&self, auth: Option<CassandraAuth>) {
+        *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) =
+            auth.map(|a| (Instant::now(), a));
+    }
+}
+
+/// The superuser's name and password, from the mounted Secret's `username` and `password`.
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+fn read_credentials(dir: &Path) -> Result<Credentials, String> {
+    let read = |key: &str| {
+        let path = dir.join(key);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .map_err(|e| format!("the superuser Secret's {key} ({}): {e}", path.display()))
+    };
+    let credentials = Credentials {
+        username: read("username")?,
+        password: read("password")?,
+    };
+    if credentials.username.is_empty() || credentials.password.is_empty() {
+        return Err("the superuser Secret's username or password is empty".into());
+    }
+    if credentials.username == DEFAULT_ROLE {
+        return Err(format!(
+            "the superuser may not be the default role {DEFAULT_ROLE:?}, which Stateward disables"
+        ));
+    }
+    Ok(credentials)
+}
+
+/// How the node answered a login.
+enum Login {
+    Accepted(Box<Session>),
+    /// The node said no: bad credentials, or credentials required and none given.
+    Refused(String),
+    /// No answer that tells (unreachable, timed out, another error).
+    Unknown(String),
+}
+
+/// Whether a failed session is the node refusing the login, by the driver's typed error.
+fn is_refusal(e: &NewSessionError) -> bool {
+    let NewSessionError::MetadataError(MetadataError::ConnectionPoolError(
+        ConnectionPoolError::Broken {
+            last_connection_error: ConnectionError::ConnectionSetupRequestError(setup),
+        },
+    )) = e
+    else {
+        return false;
+    };
+    matches!(
+        setup.get_error(),
+        ConnectionSetupRequestErrorKind::MissingAuthentication
+            | ConnectionSetupRequestErrorKind::DbError(DbError::AuthenticationError, _)
+    )
+}
+
+/// A CQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A quoted CQL identifier (role names keep their case).
+fn identifier(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A password nobody knows, for the default role.
+fn random_password() -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl Cassandra {
+    async fn login(&self, user: Option<(&str, &str)>) -> Login {
+        let filter = match AllowListHostFilter::new([self.cql]) {
+            Ok(f) => f,
+            Err(e) => return Login::Unknown(format!("host filter: {e}")),
+        };
+        let mut builder = SessionBuilder::new()
+            .known_node_addr(self.cql)
+            .host_filter(Arc::new(filter))
+            .fetch_schema_metadata(false)
+            .connection_timeout(LOGIN_LIMIT);
+        if let Some((name, password)) = user {
+            builder = builder.user(name, password);
+        }
+        match tokio::time::timeout(LOGIN_LIMIT * 2, builder.build()).await {
+            Err(_) => Login::Unknown(format!("no answer within {:?}", LOGIN_LIMIT * 2)),
+            Ok(Ok(session)) => Login::Accepted(Box::new(session)),
+            Ok(Err(e)) if is_refusal(&e) => Login::Refused(e.to_string()),
+            Ok(Err(e)) => Login::Unknown(e.to_string()),
+        }
+    }
+
+    /// What logins show now, checked at most every [`CHECK_EVERY`]; `None` when the node runs
+    /// without authentication.
+    pub(super) async fn auth_status(&self) -> Option<CassandraAuth> {
+        if !self.auth.enabled {
+            return None;
+        }
+        if let Some(cached) = self.auth.cached() {
+            return Some(cached);
+        }
+        let auth = self.check_logins().await;
+        self.auth.remember(Some(auth.clone()));
+        Some(auth)
+    }
+
+    async fn check_logins(&self) -> CassandraAuth {
+        let mut problems = Vec::new();
+        let mut auth = CassandraAuth::default();
+        match self.login(None).await {
+            Login::Refused(_) => auth.anonymous_refused = true,
+            Login::Accepted(_) => problems.push("a login without credentials is accepted".into()),
+            Login::Unknown(e) => problems.push(format!("login without credentials: {e}")),
+        }
+        match read_credentials(&self.auth.superuser_dir) {
+            Ok(c) => match self.login(Some((&c.username, &c.password))).await {
+                Login::Accepted(session) => match is_superuser(&session, &c.username).await {
+                    Ok(true) => auth.superuser_login = true,
+                    Ok(false) => problems.push(format!("{} is not a superuser", c.username)),
+                    Err(e) => problems.push(e),
+                },
+                Login::Refused(_) => problems.push(format!("{} cannot log in", c.username)),
+                Login::Unknown(e) => problems.push(format!("login as {}: {e}", c.username)),
+            },
+            Err(e) => problems.push(e),
+        }
+        match self.login(Some((DEFAULT_ROLE, DEFAULT_PASSWORD))).await {
+            Login::Accepted(_) => auth.default_role_login = true,
+            Login::Refused(_) => {}
+            Login::Unknown(e) => problems.push(format!("login as {DEFAULT_ROLE}: {e}")),
+        }
+        auth.problem = problems.join("; ");
+        auth
+    }
+
+    /// The action: see `CassandraAuthAction` in the contract for the steps.
+    pub(super) async fn setup_auth(&self, replication: u32, run: &ActionRun) -> ActionResult {
+        if !self.auth.enabled {
+            return failed("this node runs without authentication (AllowAllAuthenticator)");
+        }
+        if replication == 0 {
+            return failed("system_auth replication 0 asked for");
+        }
+        let credentials = match read_credentials(&self.auth.superuser_dir) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let result = self.configure(&credentials, replication, run).await;
+        // What clients see has changed: the next observation logs in again.
+        self.auth.remember(None);
+        match result {
+            Ok(()) => self.verify_auth(&credentials, replication).await,
+            Err(e) => failed(e),
+        }
+    }
+
+    async fn configure(
+        &self,
+        c: &Credentials,
+        replication: u32,
+        run: &ActionRun,
+    ) -> Result<(), String> {
+        let superuser = (c.username.as_str(), c.password.as_str());
+        let session = match self.login(Some(superuser)).await {
+            Login::Accepted(s) => s,
+            Login::Unknown(e) => return Err(format!("login as {}: {e}", c.username)),
+            Login::Refused(_) => {
+                run.progress(format!("creating the superuser role {}", c.username), None);
+                self.create_superuser(c).await?;
+                match self.login(Some(superuser)).await {
+                    Login::Accepted(s) => s,
+                    Login::Refused(e) | Login::Unknown(e) => {
+                        return Err(format!("login as {} once created: {e}", c.username));
+                    }
+                }
+            }
+        };
+        let datacenter = self.datacenter().await?;
+        if self.auth_replication(&datacenter).await? != replication {
+            run.progress(
+                format!("setting system_auth's replicas in {datacenter} to {replication}"),
+                None,
+            );
+            let alter = format!(
+                "ALTER KEYSPACE system_auth WITH replication = {{'class': 'NetworkTopologyStrategy', {}: {replication}}}",
+                literal(&datacenter)
+            );
+            run_cql(&session, &alter).await?;
+        }
+        drop(session);
+        // Every run repairs, not only the one that changed the replication: a run that stopped
+        // after the change would otherwise leave rows on the old replicas only, and until the
+        // repair a node may not find the superuser (its role is read at LOCAL_ONE). Repairing
+        // `system_auth` takes seconds, and this action only runs while something is missing.
+        if replication > 1 {
+            run.progress("repairing system_auth", None);
+            self.repair_system_auth().await?;
+        }
+        // A fresh login: the roles are where the new replication puts them.
+        let session = match self.login(Some(superuser)).await {
+            Login::Accepted(s) => s,
+            Login::Refused(e) | Login::Unknown(e) => {
+                return Err(format!("login as {} after the repair: {e}", c.username));
+            }
+        };
+        match role_flags(&session, DEFAULT_ROLE).await? {
+            Some((false, false)) | None => {}
+            Some(_) => {
+                run.progress(format!("disabling the default role {DEFAULT_ROLE}"), None);
+                let disable = format!(
+                    "ALTER ROLE {DEFAULT_ROLE} WITH PASSWORD = {} AND SUPERUSER = false AND LOGIN = false",
+                    literal(&random_password()?)
+                );
+                run_cql(&session, &disable).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// As the default role: Cassandra creates it a few seconds after its first start, so an
+    /// early try fails and is asked again.
+    async fn create_superuser(&self, c: &Credentials) -> Result<(), String> {
+        let session = match self.login(Some((DEFAULT_ROLE, DEFAULT_PASSWORD))).await {
+            Login::Accepted(s) => s,
+            Login::Refused(_) => {
+                return Err(format!(
+                    "neither {} nor the default role {DEFAULT_ROLE} can log in: the superuser's \
+                     password differs from the one the role was created with, or the default \
+                     role is not created yet",
+                    c.username
+                ));
+            }
+            Login::Unknown(e) => return Err(format!("login as {DEFAULT_ROLE}: {e}")),
+        };
+        run_cql(&session, &create_superuser_statement(c)).await
+    }
+
+    async fn datacenter(&self) -> Result<String, String> {
+        let v = self
+            .jolokia
+            .read(super::SNITCH, "Datacenter", READ_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("Datacenter: unexpected value {v}"))
+    }
+
+    /// `system_auth`'s replicas in `datacenter` by NetworkTopologyStrategy; 0 for any other
+    /// strategy (so it is changed to NetworkTopologyStrategy).
+    async fn auth_replication(&self, datacenter: &str) -> Result<u32, String> {
+        let info = self
+            .jolokia
+            .exec(
+                SS,
+                "getKeyspaceReplicationInfo",
+                vec![json!("system_auth")],
+                READ_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("replication of system_auth: {e}"))?;
+        let info = info.as_str().unwrap_or_default();
+        match parse_replication(info, datacenter) {
+            Some((strategy, rf)) if strategy == "NetworkTopologyStrategy" => Ok(rf),
+            Some(_) => Ok(0),
+            None => Err(format!("replication of system_auth: cannot read {info:?}")),
+        }
+    }
+
+    /// A full repair of `system_auth` from this node, followed to its end.
+    async fn repair_system_auth(&self) -> Result<(), String> {
+        let options =
+            json!({"parallelism": "parallel", "incremental": "false", "primaryRange": "false"});
+        let command = self
+            .jolokia
+            .exec(
+                SS,
+                "repairAsync",
+                vec![json!("system_auth"), options],
+                READ_TIMEOUT,
+            )
+            .await
+            .map_err(|e| format!("starting the repair of system_auth: {e}"))?;
+        let command = command
+            .as_i64()
+            .ok_or_else(|| format!("repairAsync: unexpected value {command}"))?;
+        // 0: nothing to repair (a single replica).
+        if command == 0 {
+            return Ok(());
+        }
+        let start = Instant::now();
+        while start.elapsed() < REPAIR_LIMIT {
+            let status = self
+                .jolokia
+                .exec(
+                    SS,
+                    "getParentRepairStatus",
+                    vec![json!(command)],
+                    READ_TIMEOUT,
+                )
+                .await;
+            match status {
+                Ok(v) => match v.get(0).and_then(|s| s.as_str()) {
+                    Some("COMPLETED") => {
+                        info!(command, "system_auth repaired");
+                        return Ok(());
+                    }
+                    Some("FAILED") => return Err(format!("the repair of system_auth failed: {v}")),
+                    _ => {}
+                },
+                Err(e) => warn!(command, "reading the repair's status: {e}"),
+            }
+            tokio::time::sleep(ACTION_POLL).await;
+        }
+        Err(format!(
+            "the repair of system_auth did not end within {REPAIR_LIMIT:?}"
+        ))
+    }
+
+    async fn verify_auth(&self, c: &Credentials, replication: u32) -> ActionResult {
+        let logins = self.check_logins().await;
+        let rf = match self.datacenter().await {
+            Ok(dc) => self.auth_replication(&dc).await,
+            Err(e) => Err(e),
+        };
+        let method = format!("CQL login on {}", self.cql);
+        verified(vec![
+            Verification {
+                check: format!("{} logs in as a superuser", c.username),
+                method: method.clone(),
+                observed: seen(logins.superuser_login, &logins.problem),
+                passed: logins.superuser_login,
+            },
+            Verification {
+                check: format!("the default role {DEFAULT_ROLE} cannot log in"),
+                method: method.clone(),
+                observed: seen(!logins.default_role_login, &logins.problem),
+                passed: !logins.default_role_login,
+            },
+            Verification {
+                check: "a login without credentials is refused".into(),
+                method,
+                observed: seen(logins.anonymous_refused, &logins.problem),
+                passed: logins.anonymous_refused,
+            },
+            Verification {
+                check: format!("system_auth has {replication} replicas in this datacenter"),
+                method: format!("Jolokia exec {SS} getKeyspaceReplicationInfo"),
+                observed: match &rf {
+                    Ok(n) => n.to_string(),
+                    Err(e) => e.clone(),
+                },
+                passed: rf == Ok(replication),
+            },
+        ])
+    }
+}
+
+fn seen(ok: bool, problem: &str) -> String {
+    match (ok, problem.is_empty()) {
+        (true, _) => "yes".into(),
+        (false, true) => "no".into(),
+        (false, false) => format!("no ({problem})"),
+    }
+}
+
+fn create_superuser_statement(c: &Credentials) -> String {
+    format!(
+        "CREATE ROLE IF NOT EXISTS {} WITH PASSWORD = {} AND SUPERUSER = true AND LOGIN = true",
+        identifier(&c.username),
+        literal(&c.password)
+    )
+}
+
+async fn run_cql(session: &Session, cql: &str) -> Result<(), String> {
+    session
+        .query_unpaged(cql, ())
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", cql.split(" WITH ").next().unwrap_or(cql)))
+}
+
+/// `(can_login, is_superuser)` of a role; `None` when it does not exist.
+async fn role_flags(session: &Session, role: &str) -> Result<Option<(bool, bool)>, String> {
+    let rows = session
+        .query_unpaged(
+            "SELECT can_login, is_superuser FROM system_auth.roles WHERE role = ?",
+            (role,),
+        )
+        .await
+        .map_err(|e| format!("reading role {role}: {e}"))?
+        .into_rows_result()
+        .map_err(|e| format!("reading role {role}: {e}"))?;
+    let row = rows
+        .maybe_first_row::<(Option<bool>, Option<bool>)>()
+        .map_err(|e| format!("reading role {role}: {e}"))?;
+    Ok(row.map(|(login, superuser)| (login.unwrap_or(false), superuser.unwrap_or(false))))
+}
+
+async fn is_superuser(session: &Session, role: &str) -> Result<bool, String> {
+    Ok(role_flags(session, role)
+        .await?
+        .is_some_and(|(_, superuser)| superuser))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cql_quoting_doubles_the_quote() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(identifier("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn credentials_come_from_the_mounted_secret() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("stateward-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        assert!(
+            read_credentials(&dir).is_err(),
+            "missing files are an error"
+        );
+        std::fs::write(dir.join("username"), "app-admin\n")?;
+        std::fs::write(dir.join("password"), "s3cret")?;
+        let c = read_credentials(&dir).map_err(anyhow::Error::msg)?;
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("app-admin", "s3cret")
+        );
+        std::fs::write(dir.join("username"), "cassandra")?;
+        assert!(
+            read_credentials(&dir).is_err(),
+            "the default role is refused"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_superuser_statement_quotes_both_parts() {
+        let c = Credentials {
+            username: "App".into(),
+            password: "p'w".into(),
+        };
+        assert_eq!(
+            create_superuser_statement(&c),
+            "CREATE ROLE IF NOT EXISTS \"App\" WITH PASSWORD = 'p''w' AND SUPERUSER = true AND LOGIN = true"
+        );
+    }
+}
