@@ -120,15 +120,24 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+            let lifetime = args.leaf_certificate_lifetime_seconds.max(60);
+            // Renewal happens in a reconcile, and the kubelet takes about a minute to update a
+            // mounted Secret: a third of the lifetime must cover a resync and that.
+            if lifetime / 3 < args.resync_seconds + 120 {
+                tracing::warn!(
+                    lifetime,
+                    resync = args.resync_seconds,
+                    "leaf certificates may expire before a renewed one reaches the pilots: \
+                     a third of their lifetime is shorter than a resync plus two minutes"
+                );
+            }
             let config = OperatorConfig {
                 cassandra_image_repository: args.cassandra_image_repository,
                 elasticsearch_image_repository: args.elasticsearch_image_repository,
                 pilot_image: args.pilot_image,
                 image_pull_policy: args.image_pull_policy,
                 credentials_namespace,
-                leaf_certificate_lifetime: Duration::from_secs(
-                    args.leaf_certificate_lifetime_seconds.max(60),
-                ),
+                leaf_certificate_lifetime: Duration::from_secs(lifetime),
                 ..OperatorConfig::default()
             };
             let pilots = Arc::new(PilotRegistry::default());

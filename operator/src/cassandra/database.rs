@@ -40,6 +40,8 @@ pub struct LoginsSeen {
     pub anonymous_refused: bool,
     pub superuser_login: bool,
     pub default_role_login: bool,
+    /// Every login got a conclusive answer: the flags above are all known.
+    pub checks_complete: bool,
     /// What could not be checked or was wrong; empty when every check ran.
     pub problem: String,
 }
@@ -107,6 +109,7 @@ pub fn report_of(status: &NodeStatus) -> NodeReport<CassandraDetail> {
                 anonymous_refused: a.anonymous_refused,
                 superuser_login: a.superuser_login,
                 default_role_login: a.default_role_login,
+                checks_complete: a.checks_complete,
                 problem: a.problem.clone(),
             }),
         },

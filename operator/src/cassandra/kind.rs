@@ -148,25 +148,18 @@ impl ClusterKind for CassandraCluster {
             self.spec.authentication_enabled(),
             &resources::superuser_secret(self),
             observed,
-            &self.spec_pools(),
         ));
     }
 
     fn cluster_actions(
         &self,
-        desired: &[DesiredPool],
+        _desired: &[DesiredPool],
         observed: &Observed<CassandraDetail>,
         plan: &Plan,
         attempt: &str,
     ) -> Vec<ClusterAction> {
-        auth::action(
-            self.spec.authentication_enabled(),
-            observed,
-            desired,
-            plan,
-            attempt,
-        )
-        .into_iter()
-        .collect()
+        auth::action(self.spec.authentication_enabled(), observed, plan, attempt)
+            .into_iter()
+            .collect()
     }
 }

@@ -331,7 +331,6 @@ async fn ensure_login_secret<K: ClusterKind>(
     login::ensure(
         &stores.app,
         &wanted,
-        cluster.owner_reference(),
         labels::cluster(&names.cluster, K::APP_NAME),
         &ctx.writes,
     )

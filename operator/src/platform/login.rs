@@ -1,10 +1,13 @@
 //! The Secret holding a database's administrative login: generated once when the user names
 //! none, never changed afterwards; a Secret the user named is only read.
+//!
+//! A generated Secret has no owner reference: it outlives the cluster, as retained volumes do,
+//! because the data on them holds the role it logs in as. A cluster re-created under the same
+//! name on those volumes then logs in with it; deleting it is the user's choice.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
 use stateward_core::words::Fault;
 use tracing::info;
@@ -15,6 +18,8 @@ use crate::apply::WriteCounter;
 /// The keys a login Secret holds.
 pub const USERNAME: &str = "username";
 pub const PASSWORD: &str = "password";
+/// Cassandra's default role: never the superuser (Stateward disables it).
+const RESERVED_USERNAME: &str = "cassandra";
 
 /// The login Secret a cluster uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +54,6 @@ fn generate_password() -> Result<String, Error> {
 pub async fn ensure(
     secrets: &Api<Secret>,
     wanted: &LoginSecret,
-    owner: Option<OwnerReference>,
     labels: BTreeMap<String, String>,
     writes: &WriteCounter,
 ) -> Result<Option<Fault>, Error> {
@@ -65,7 +69,6 @@ pub async fn ensure(
         (None, Some(username)) => {
             let metadata = kube::api::ObjectMeta {
                 name: Some(wanted.name.clone()),
-                owner_references: owner.map(|o| vec![o]),
                 labels: Some(labels),
                 ..Default::default()
             };
@@ -100,11 +103,21 @@ fn incomplete(secret: &Secret, name: &str) -> Option<Fault> {
         .into_iter()
         .filter(|k| !has(k))
         .collect();
-    (!missing.is_empty()).then(|| Fault {
+    if !missing.is_empty() {
+        return Some(Fault {
+            reason: "SuperuserSecretInvalid".into(),
+            message: format!(
+                "the superuser Secret {name} has no (or an empty) {}",
+                missing.join(" and no ")
+            ),
+        });
+    }
+    let username = secret.data.as_ref().and_then(|d| d.get(USERNAME));
+    (username.map(|u| u.0.as_slice()) == Some(RESERVED_USERNAME.as_bytes())).then(|| Fault {
         reason: "SuperuserSecretInvalid".into(),
         message: format!(
-            "the superuser Secret {name} has no (or an empty) {}",
-            missing.join(" and no ")
+            "the superuser Secret {name} names {RESERVED_USERNAME:?}, the database's default \
+             role, which Stateward disables: name another role"
         ),
     })
 }
@@ -139,5 +152,13 @@ mod tests {
             .get_or_insert_default()
             .insert(PASSWORD.into(), ByteString(b"pw".to_vec()));
         assert_eq!(incomplete(&secret, "s"), None);
+        secret
+            .data
+            .get_or_insert_default()
+            .insert(USERNAME.into(), ByteString(b"cassandra".to_vec()));
+        assert!(
+            incomplete(&secret, "s").is_some(),
+            "the default role is refused"
+        );
     }
 }

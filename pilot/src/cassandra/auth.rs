@@ -29,6 +29,12 @@ use crate::driver::{ActionRun, failed, verified};
 const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// One login, connection and authentication together.
 const LOGIN_LIMIT: Duration = Duration::from_secs(5);
+/// All the checks of one observation: well inside the observation's own time limit, so slow
+/// logins never make the node's status unknown (and the pod unready).
+const CHECKS_LIMIT: Duration = Duration::from_millis(2500);
+/// Readings of a repair's status that may fail in a row (the command is unknown after a
+/// restart of Cassandra) before the repair counts as lost.
+const REPAIR_STATUS_MISSES: u32 = 20;
 /// A repair of `system_auth` (a few small tables).
 const REPAIR_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// The role Cassandra creates, with this password, when it first starts with authentication.
@@ -101,7 +107,10 @@ enum Login {
     Unknown(String),
 }
 
-/// Whether a failed session is the node refusing the login, by the driver's typed error.
+/// Whether a failed session is the node refusing the login: credentials required and none
+/// given, or bad credentials. Cassandra answers "Unable to perform authentication" (its role
+/// read was unavailable or timed out) with the same error code, so the code alone proves
+/// nothing: a refusal is only the bad-credentials answer ("Provided username ... incorrect").
 fn is_refusal(e: &NewSessionError) -> bool {
     let NewSessionError::MetadataError(MetadataError::ConnectionPoolError(
         ConnectionPoolError::Broken {
@@ -111,11 +120,13 @@ fn is_refusal(e: &NewSessionError) -> bool {
     else {
         return false;
     };
-    matches!(
-        setup.get_error(),
-        ConnectionSetupRequestErrorKind::MissingAuthentication
-            | ConnectionSetupRequestErrorKind::DbError(DbError::AuthenticationError, _)
-    )
+    match setup.get_error() {
+        ConnectionSetupRequestErrorKind::MissingAuthentication => true,
+        ConnectionSetupRequestErrorKind::DbError(DbError::AuthenticationError, message) => {
+            message.starts_with("Provided username")
+        }
+        _ => false,
+    }
 }
 
 /// A CQL string literal.
@@ -168,7 +179,14 @@ impl Cassandra {
         if let Some(cached) = self.auth.cached() {
             return Some(cached);
         }
-        let auth = self.check_logins().await;
+        // Remembered even when cut short, so a slow node is checked again only after
+        // CHECK_EVERY, not on every observation.
+        let auth = tokio::time::timeout(CHECKS_LIMIT, self.check_logins())
+            .await
+            .unwrap_or_else(|_| CassandraAuth {
+                problem: format!("the login checks did not finish within {CHECKS_LIMIT:?}"),
+                ..CassandraAuth::default()
+            });
         self.auth.remember(Some(auth.clone()));
         Some(auth)
     }
@@ -188,7 +206,8 @@ impl Cassandra {
                     Ok(false) => problems.push(format!("{} is not a superuser", c.username)),
                     Err(e) => problems.push(e),
                 },
-                Login::Refused(_) => problems.push(format!("{} cannot log in", c.username)),
+                // A conclusive answer, not a problem of the check: the operator reads it.
+                Login::Refused(_) => {}
                 Login::Unknown(e) => problems.push(format!("login as {}: {e}", c.username)),
             },
             Err(e) => problems.push(e),
@@ -198,6 +217,7 @@ impl Cassandra {
             Login::Refused(_) => {}
             Login::Unknown(e) => problems.push(format!("login as {DEFAULT_ROLE}: {e}")),
         }
+        auth.checks_complete = problems.is_empty();
         auth.problem = problems.join("; ");
         auth
     }
@@ -230,22 +250,16 @@ impl Cassandra {
         run: &ActionRun,
     ) -> Result<(), String> {
         let superuser = (c.username.as_str(), c.password.as_str());
-        let session = match self.login(Some(superuser)).await {
-            Login::Accepted(s) => s,
+        // Logged in as the superuser, or as the default role when the superuser is not made
+        // yet (then `session` is the default role's).
+        let (session, exists) = match self.login(Some(superuser)).await {
+            Login::Accepted(s) => (s, true),
             Login::Unknown(e) => return Err(format!("login as {}: {e}", c.username)),
-            Login::Refused(_) => {
-                run.progress(format!("creating the superuser role {}", c.username), None);
-                self.create_superuser(c).await?;
-                match self.login(Some(superuser)).await {
-                    Login::Accepted(s) => s,
-                    Login::Refused(e) | Login::Unknown(e) => {
-                        return Err(format!("login as {} once created: {e}", c.username));
-                    }
-                }
-            }
+            Login::Refused(_) => (self.default_role_session(c).await?, false),
         };
         let datacenter = self.datacenter().await?;
-        if self.auth_replication(&datacenter).await? != replication {
+        let changed = self.auth_replication(&datacenter).await? != replication;
+        if changed {
             run.progress(
                 format!("setting system_auth's replicas in {datacenter} to {replication}"),
                 None,
@@ -256,11 +270,23 @@ impl Cassandra {
             );
             run_cql(&session, &alter).await?;
         }
+        // Written after the change, the superuser's row goes to every replica the new
+        // replication names, however many nodes the repair below covers; written again on
+        // every run, so a write refused once (this node did not yet find the role where it now
+        // looks) is made by a later run.
+        {
+            let verb = if exists { "ALTER" } else { "CREATE" };
+            run.progress(format!("writing the superuser role {}", c.username), None);
+            match run_cql(&session, &superuser_statement(verb, c)).await {
+                Ok(()) => {}
+                Err(e) if exists => warn!("{e}; left to the repair and the next run"),
+                Err(e) => return Err(e),
+            }
+        }
         drop(session);
-        // Every run repairs, not only the one that changed the replication: a run that stopped
-        // after the change would otherwise leave rows on the old replicas only, and until the
-        // repair a node may not find the superuser (its role is read at LOCAL_ONE). Repairing
-        // `system_auth` takes seconds, and this action only runs while something is missing.
+        // Every run repairs, not only the one that changed the replication: a run cut short
+        // after the change is completed by the next. `system_auth` is small, and this action
+        // only runs while something is missing.
         if replication > 1 {
             run.progress("repairing system_auth", None);
             self.repair_system_auth().await?;
@@ -269,7 +295,7 @@ impl Cassandra {
         let session = match self.login(Some(superuser)).await {
             Login::Accepted(s) => s,
             Login::Refused(e) | Login::Unknown(e) => {
-                return Err(format!("login as {} after the repair: {e}", c.username));
+                return Err(format!("login as {}: {e}", c.username));
             }
         };
         match role_flags(&session, DEFAULT_ROLE).await? {
@@ -286,22 +312,19 @@ impl Cassandra {
         Ok(())
     }
 
-    /// As the default role: Cassandra creates it a few seconds after its first start, so an
-    /// early try fails and is asked again.
-    async fn create_superuser(&self, c: &Credentials) -> Result<(), String> {
-        let session = match self.login(Some((DEFAULT_ROLE, DEFAULT_PASSWORD))).await {
-            Login::Accepted(s) => s,
-            Login::Refused(_) => {
-                return Err(format!(
-                    "neither {} nor the default role {DEFAULT_ROLE} can log in: the superuser's \
-                     password differs from the one the role was created with, or the default \
-                     role is not created yet",
-                    c.username
-                ));
-            }
-            Login::Unknown(e) => return Err(format!("login as {DEFAULT_ROLE}: {e}")),
-        };
-        run_cql(&session, &create_superuser_statement(c)).await
+    /// The default role's session, to create the superuser with. Cassandra creates that role
+    /// a few seconds after its first start, so an early try fails and is asked again.
+    async fn default_role_session(&self, c: &Credentials) -> Result<Box<Session>, String> {
+        match self.login(Some((DEFAULT_ROLE, DEFAULT_PASSWORD))).await {
+            Login::Accepted(s) => Ok(s),
+            Login::Refused(_) => Err(format!(
+                "neither {} nor the default role {DEFAULT_ROLE} can log in: the superuser's \
+                 password differs from the one the role was created with, or the default \
+                 role is not created yet",
+                c.username
+            )),
+            Login::Unknown(e) => Err(format!("login as {DEFAULT_ROLE}: {e}")),
+        }
     }
 
     async fn datacenter(&self) -> Result<String, String> {
@@ -358,6 +381,7 @@ impl Cassandra {
             return Ok(());
         }
         let start = Instant::now();
+        let mut misses = 0;
         while start.elapsed() < REPAIR_LIMIT {
             let status = self
                 .jolokia
@@ -368,16 +392,29 @@ impl Cassandra {
                     READ_TIMEOUT,
                 )
                 .await;
-            match status {
-                Ok(v) => match v.get(0).and_then(|s| s.as_str()) {
-                    Some("COMPLETED") => {
-                        info!(command, "system_auth repaired");
-                        return Ok(());
+            let state = status
+                .as_ref()
+                .ok()
+                .and_then(|v| v.get(0))
+                .and_then(|s| s.as_str());
+            match state {
+                Some("COMPLETED") => {
+                    info!(command, "system_auth repaired");
+                    return Ok(());
+                }
+                Some("FAILED") => {
+                    return Err(format!("the repair of system_auth failed: {status:?}"));
+                }
+                Some(_) => misses = 0,
+                // An unknown command (Cassandra restarted) or no answer.
+                None => {
+                    misses += 1;
+                    if misses >= REPAIR_STATUS_MISSES {
+                        return Err(format!(
+                            "the repair of system_auth (command {command}) is no longer known: {status:?}"
+                        ));
                     }
-                    Some("FAILED") => return Err(format!("the repair of system_auth failed: {v}")),
-                    _ => {}
-                },
-                Err(e) => warn!(command, "reading the repair's status: {e}"),
+                }
             }
             tokio::time::sleep(ACTION_POLL).await;
         }
@@ -433,9 +470,14 @@ fn seen(ok: bool, problem: &str) -> String {
     }
 }
 
-fn create_superuser_statement(c: &Credentials) -> String {
+fn superuser_statement(verb: &str, c: &Credentials) -> String {
+    let if_absent = if verb == "CREATE" {
+        "IF NOT EXISTS "
+    } else {
+        ""
+    };
     format!(
-        "CREATE ROLE IF NOT EXISTS {} WITH PASSWORD = {} AND SUPERUSER = true AND LOGIN = true",
+        "{verb} ROLE {if_absent}{} WITH PASSWORD = {} AND SUPERUSER = true AND LOGIN = true",
         identifier(&c.username),
         literal(&c.password)
     )
@@ -513,7 +555,7 @@ mod tests {
             password: "p'w".into(),
         };
         assert_eq!(
-            create_superuser_statement(&c),
+            superuser_statement("CREATE", &c),
             "CREATE ROLE IF NOT EXISTS \"App\" WITH PASSWORD = 'p''w' AND SUPERUSER = true AND LOGIN = true"
         );
     }
