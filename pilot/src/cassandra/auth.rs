@@ -257,7 +257,7 @@ impl Cassandra {
             Login::Unknown(e) => return Err(format!("login as {}: {e}", c.username)),
             Login::Refused(_) => (self.default_role_session(c).await?, false),
         };
-        let datacenter = self.datacenter().await?;
+        let datacenter = self.local_datacenter().await?;
         let changed = self.auth_replication(&datacenter).await? != replication;
         if changed {
             run.progress(
@@ -325,17 +325,6 @@ impl Cassandra {
             )),
             Login::Unknown(e) => Err(format!("login as {DEFAULT_ROLE}: {e}")),
         }
-    }
-
-    async fn datacenter(&self) -> Result<String, String> {
-        let v = self
-            .jolokia
-            .read(super::SNITCH, "Datacenter", READ_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("Datacenter: unexpected value {v}"))
     }
 
     /// `system_auth`'s replicas in `datacenter` by NetworkTopologyStrategy; 0 for any other
@@ -425,7 +414,7 @@ impl Cassandra {
 
     async fn verify_auth(&self, c: &Credentials, replication: u32) -> ActionResult {
         let logins = self.check_logins().await;
-        let rf = match self.datacenter().await {
+        let rf = match self.local_datacenter().await {
             Ok(dc) => self.auth_replication(&dc).await,
             Err(e) => Err(e),
         };

@@ -100,20 +100,27 @@ impl Cassandra {
             .collect()
     }
 
-    /// Refuses (fails closed) unless every user keyspace keeps a node per replica in this
-    /// datacenter once this node has left, by a schema and ring read now.
-    pub(super) async fn check_user_replication(&self) -> Result<(), String> {
+    /// This node's datacenter as its snitch reports it, read now; an error when it is unknown
+    /// (empty or `UNKNOWN_DC`), so no decision is made for a datacenter that is not this one.
+    pub(super) async fn local_datacenter(&self) -> Result<String, String> {
         let datacenter = self
             .jolokia
             .read(SNITCH, "Datacenter", READ_TIMEOUT)
             .await
             .map_err(|e| format!("reading the datacenter: {e}"))?;
-        let datacenter = datacenter.as_str().unwrap_or_default().to_string();
-        if datacenter.is_empty() || datacenter == UNKNOWN_DC {
-            return Err(format!(
-                "refusing to decommission: this node's datacenter is unknown ({datacenter:?})"
-            ));
+        match datacenter.as_str() {
+            Some(dc) if !dc.is_empty() && dc != UNKNOWN_DC => Ok(dc.to_string()),
+            _ => Err(format!("this node's datacenter is unknown ({datacenter})")),
         }
+    }
+
+    /// Refuses (fails closed) unless every user keyspace keeps a node per replica in this
+    /// datacenter once this node has left, by a schema and ring read now.
+    pub(super) async fn check_user_replication(&self) -> Result<(), String> {
+        let datacenter = self
+            .local_datacenter()
+            .await
+            .map_err(|e| format!("refusing to decommission: {e}"))?;
         let keyspaces = self.read_keyspaces(&datacenter).await?;
         let members = self.ring_datacenters().await?;
         let remaining = remaining_in_datacenter(&members, &self.address, &datacenter)
