@@ -75,9 +75,19 @@ pub struct NodeStatus {
     /// Elasticsearch: true on the elected master.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub elected_master: bool,
-    /// Free bytes on the node's data volume, as its pilot measured it.
+    /// Free bytes on the node's data volume, as its pilot measured it, rounded down to less
+    /// than 1% (so the status is not rewritten at every byte written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_disk_bytes: Option<i64>,
+}
+
+/// A byte count cut to its 8 most significant bits: less than 1% below it. What the status and
+/// the wake-ups see of figures that move all the time (free disk, a node's load); decisions
+/// read the exact figure.
+pub fn coarse_bytes(bytes: u64) -> u64 {
+    let bits = u64::BITS - bytes.leading_zeros();
+    let shift = bits.saturating_sub(8);
+    (bytes >> shift) << shift
 }
 
 /// Who may log in to the database, as the nodes' answers to real logins show.
@@ -485,4 +495,31 @@ fn lowest_version(nodes: &[NodeStatus]) -> Option<String> {
         .iter()
         .filter_map(|n| n.version.clone())
         .min_by(|a, b| version_key(a).cmp(&version_key(b)))
+}
+
+#[cfg(test)]
+mod coarse_tests {
+    use super::coarse_bytes;
+
+    #[test]
+    fn coarse_bytes_keep_eight_significant_bits() {
+        assert_eq!(coarse_bytes(0), 0);
+        assert_eq!(coarse_bytes(255), 255);
+        assert_eq!(coarse_bytes(257), 256);
+        for b in [
+            1_000u64,
+            999_999,
+            10_737_418_240,
+            10_737_418_240 - 4096,
+            u64::MAX,
+        ] {
+            let c = coarse_bytes(b);
+            assert!(c <= b && (b - c) as f64 <= b as f64 / 128.0, "{b} -> {c}");
+        }
+        // Writes of a few KiB on a 10 GiB volume do not move the figure.
+        assert_eq!(
+            coarse_bytes(10_000_000_000),
+            coarse_bytes(10_000_000_000 - 8192)
+        );
+    }
 }

@@ -64,12 +64,16 @@ impl Cluster {
 
     /// A kube client for the admin user.
     pub async fn kube_client(&self) -> anyhow::Result<kube::Client> {
+        kube::Client::try_from(self.kube_config().await?).context("create a kube client")
+    }
+
+    /// The admin user's client configuration.
+    pub async fn kube_config(&self) -> anyhow::Result<kube::Config> {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("read {}", self.kubeconfig.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
-            .context("load the cluster kubeconfig")?;
-        kube::Client::try_from(config).context("create a kube client")
+            .context("load the cluster kubeconfig")
     }
 }
 

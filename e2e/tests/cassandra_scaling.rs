@@ -28,7 +28,7 @@ use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatu
 
 mod common;
 use common::cql::{cql_session, pod_ips, quorum, session_as, superuser};
-use common::operator::OperatorProcess;
+use common::operator::{OperatorProcess, counters, free_port, metrics, owned_reads_between};
 use common::{install_crd, test_namespace, wait_for};
 
 const CLUSTER: &str = "ring";
@@ -110,7 +110,11 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     let ns = space.name.clone();
     let log = space.operator_log.clone();
     eprintln!("operator log: {}", log.display());
-    let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, SHORT_CERTIFICATES)?;
+    let port = free_port()?;
+    let address = format!("127.0.0.1:{port}");
+    let mut env = SHORT_CERTIFICATES.to_vec();
+    env.push(("STATEWARD_METRICS_ADDR", address.as_str()));
+    let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, &env)?;
     let api: Api<CassandraCluster> = Api::namespaced(client.clone(), &ns);
 
     // --- 1. three nodes, RF 2, rows at QUORUM ---
@@ -151,6 +155,9 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     // The pilots re-read the schema every 5 s; the operator decides on their readings (and the
     // leaving node's pilot re-checks afresh before it decommissions).
     tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // --- 1b. steady: the reconciles (the 30 s resync, pilot reports) read only caches ---
+    assert_steady_reads_nothing(port).await?;
 
     // --- 2. below the replication factor: refused, nothing touched ---
     cluster.kubectl(&[
@@ -346,6 +353,30 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
 }
 
 /// When the certificate in the pilots' Secret expires (seconds since the epoch).
+/// Over 35 s of a steady cluster with real pilots (more than one resync), the operator makes
+/// no GET or LIST of anything it owns: its reads come from its caches.
+async fn assert_steady_reads_nothing(port: u16) -> anyhow::Result<()> {
+    let before = counters(&metrics(port).await?);
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let after = counters(&metrics(port).await?);
+    let reconciles = |m: &std::collections::BTreeMap<String, u64>| {
+        m.get("stateward_reconciles_total").copied().unwrap_or(0)
+    };
+    let ran = reconciles(&after) - reconciles(&before);
+    let reads = owned_reads_between(&before, &after);
+    let requests: Vec<_> = after
+        .iter()
+        .filter(|(k, n)| k.starts_with("stateward_api_requests") && before.get(*k) != Some(n))
+        .collect();
+    eprintln!("steady 35 s: {ran} reconciles; API requests that grew: {requests:?}");
+    anyhow::ensure!(ran >= 1, "no reconcile ran in 35 s (the resync is 30 s)");
+    anyhow::ensure!(
+        reads.is_empty(),
+        "steady reconciles read the API: {reads:?}"
+    );
+    Ok(())
+}
+
 async fn pilot_certificate_expiry(client: &Client, ns: &str) -> Option<i64> {
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get(&format!("{CLUSTER}-pilot-tls"))

@@ -19,6 +19,8 @@ use stateward_operator::api::cassandra::CassandraCluster;
 use stateward_operator::apply::WriteCounter;
 use stateward_operator::config::OperatorConfig;
 use stateward_operator::context::{Context, NoPilotReports};
+use stateward_operator::controller::Controllers;
+use stateward_operator::platform::requests::counted_client;
 
 mod common;
 use common::{NamespaceGuard, install_crd, wait_for};
@@ -46,7 +48,6 @@ impl Harness {
             .create(&PostParams::default(), &namespace)
             .await?;
 
-        let writes = Arc::new(WriteCounter::default());
         let config = OperatorConfig {
             cassandra_image_repository: "stateward.local/cassandra".into(),
             pilot_image: "stateward.local/pilot:dev".into(),
@@ -54,18 +55,28 @@ impl Harness {
             credentials_namespace: ns.clone(),
             ..OperatorConfig::default()
         };
-        let ctx = Arc::new(Context::new(
-            client.clone(),
+        // The operator's client counts its requests: a steady reconcile must make none.
+        let (operator_client, requests) = counted_client(cluster.kube_config().await?)?;
+        let (ctx, feeds) = Context::new(
+            operator_client,
+            requests,
             config,
-            writes.clone(),
             Arc::new(NoPilotReports),
             // A short resync so the test sees many no-op reconciles.
             Duration::from_secs(1),
-        ));
-        let operator = tokio::spawn(stateward_operator::controller::run_cassandra(
+            Some(&ns),
+        );
+        let ctx = Arc::new(ctx);
+        let writes = ctx.writes.clone();
+        let operator = tokio::spawn(stateward_operator::controller::run(
             ctx.clone(),
+            feeds,
             Some(ns.clone()),
-            None,
+            Controllers {
+                cassandra: true,
+                elasticsearch: false,
+                pilot_changes: None,
+            },
         ));
         Ok(Harness {
             _namespace: NamespaceGuard {
@@ -249,6 +260,7 @@ async fn operator_builds_the_cluster_and_a_steady_resync_writes_nothing() -> any
         let reconciles_before = h.ctx.reconciles.load(std::sync::atomic::Ordering::Relaxed);
         let before = h.writes.total();
         let kinds_before = h.writes.by_kind();
+        let requests_before = h.ctx.requests.snapshot();
         tokio::time::sleep(Duration::from_secs(8)).await;
         let after = h.writes.total();
         println!("writes per kind before: {kinds_before:?}\nafter: {:?}", h.writes.by_kind());
@@ -256,6 +268,20 @@ async fn operator_builds_the_cluster_and_a_steady_resync_writes_nothing() -> any
         println!("reconciles during 8 s: {reconciles}; writes: {}", after - before);
         assert!(reconciles >= 4, "the resyncs did not happen ({reconciles} reconciles)");
         assert_eq!(after, before, "a steady resync must not write");
+        // Reads come from the caches: not one request (the watches' own streams aside).
+        let requests: Vec<_> = h
+            .ctx
+            .requests
+            .snapshot()
+            .into_iter()
+            .filter(|(key, n)| key.0 != "watch" && requests_before.get(key) != Some(n))
+            .map(|((verb, resource), n)| {
+                let was = requests_before.get(&(verb.clone(), resource.clone())).copied();
+                (verb, resource, n - was.unwrap_or(0))
+            })
+            .collect();
+        println!("API requests during the {reconciles} steady reconciles: {requests:?}");
+        assert!(requests.is_empty(), "a steady reconcile made API requests: {requests:?}");
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -9,6 +9,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::apply::WriteCounter;
 use crate::config::OperatorConfig;
 pub use crate::pilots::{NoPilotReports, PilotAddress, PilotReports};
+use crate::platform::cache::{self, Caches, Feeds};
+use crate::platform::requests::ApiRequests;
 use crate::readiness::Readiness;
 
 pub struct Context {
@@ -23,21 +25,37 @@ pub struct Context {
     pub reconciles: std::sync::atomic::AtomicU64,
     /// What `/readyz` answers.
     pub readiness: Readiness,
+    /// What the operator owns, as its watches see it: what a reconcile reads.
+    pub caches: Caches,
+    /// API requests made, by verb and resource (metrics; tests prove a steady reconcile reads
+    /// nothing).
+    pub requests: Arc<ApiRequests>,
 }
 
 impl Context {
+    /// The context, and the watches that fill its caches (run them with
+    /// [`crate::controller::run`]). `client` should count its requests into `requests`
+    /// ([`crate::platform::requests::counted_client`]); `namespace` is the watched one.
     pub fn new(
         client: Client,
+        requests: Arc<ApiRequests>,
         config: OperatorConfig,
-        writes: Arc<WriteCounter>,
         pilots: Arc<dyn PilotReports>,
         resync: std::time::Duration,
-    ) -> Self {
+        namespace: Option<&str>,
+    ) -> (Self, Feeds) {
+        let writes = Arc::new(WriteCounter::default());
+        let (caches, feeds) = cache::caches(
+            &client,
+            namespace,
+            &config.credentials_namespace,
+            writes.clone(),
+        );
         let reporter = Reporter {
             controller: config.field_manager.clone(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Context {
+        let ctx = Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
@@ -46,6 +64,9 @@ impl Context {
             resync,
             reconciles: Default::default(),
             readiness: Readiness::default(),
-        }
+            caches,
+            requests,
+        };
+        (ctx, feeds)
     }
 }

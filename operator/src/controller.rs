@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::cassandra::CassandraCluster;
 use crate::api::elasticsearch::ElasticsearchCluster;
@@ -19,7 +18,8 @@ use crate::cluster::ClusterKind;
 use crate::cluster::reconcile::{Error, reconcile};
 use crate::context::Context;
 use crate::labels;
-use crate::pilots::ClusterKey;
+use crate::pilots::{ClusterKey, PilotRegistry};
+use crate::platform::cache::{Feeds, OwnedEvents};
 use crate::readiness::ControllerState;
 
 fn error_policy<K: ClusterKind>(cluster: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -27,53 +27,89 @@ fn error_policy<K: ClusterKind>(cluster: Arc<K>, error: &Error, _ctx: Arc<Contex
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Run the CassandraCluster controller until a shutdown signal.
-pub async fn run_cassandra(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
-) {
-    run::<CassandraCluster>(ctx, namespace, pilot_changes).await
+/// Which controllers run, and where a pilot's change is announced (`None`: nowhere, the
+/// clusters' own watches and timers only).
+pub struct Controllers {
+    pub cassandra: bool,
+    pub elasticsearch: bool,
+    pub pilot_changes: Option<Arc<PilotRegistry>>,
 }
 
-/// Run the ElasticsearchCluster controller until a shutdown signal.
-pub async fn run_elasticsearch(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
-) {
-    run::<ElasticsearchCluster>(ctx, namespace, pilot_changes).await
+/// Fill the caches, then run the controllers until a shutdown signal.
+pub async fn run(ctx: Arc<Context>, feeds: Feeds, namespace: Option<String>, which: Controllers) {
+    // Subscribed before the watches start, and only for controllers that run: a subscriber
+    // nobody reads would stall the shared watches.
+    let cassandra = which.cassandra.then(|| feeds.subscribe()).flatten();
+    let elasticsearch = which.elasticsearch.then(|| feeds.subscribe()).flatten();
+    let changes = |on: bool| {
+        which
+            .pilot_changes
+            .as_ref()
+            .filter(|_| on)
+            .map(|p| p.subscribe())
+    };
+    let (cassandra_changes, elasticsearch_changes) =
+        (changes(which.cassandra), changes(which.elasticsearch));
+    let feeding = tokio::spawn(feeds.run());
+    ctx.readiness.set(CACHES, ControllerState::Starting);
+    for (runs, kind) in [
+        (
+            cassandra.is_some(),
+            <CassandraCluster as kube::Resource>::kind(&()),
+        ),
+        (
+            elasticsearch.is_some(),
+            <ElasticsearchCluster as kube::Resource>::kind(&()),
+        ),
+    ] {
+        if runs {
+            ctx.readiness.set(&kind, ControllerState::Starting);
+        }
+    }
+    // Planning on an empty cache would create what exists: nothing runs before every store
+    // holds its first list.
+    if let Err(e) = ctx.caches.wait_until_ready().await {
+        warn!(error = %e, "the caches never filled");
+        ctx.readiness.set(CACHES, ControllerState::Stopped);
+        return;
+    }
+    info!("caches of owned objects synced");
+    ctx.readiness.set(CACHES, ControllerState::Synced);
+    let cassandra = async {
+        if let Some(owned) = cassandra {
+            run_kind::<CassandraCluster>(ctx.clone(), namespace.clone(), owned, cassandra_changes)
+                .await
+        }
+    };
+    let elasticsearch = async {
+        if let Some(owned) = elasticsearch {
+            let (ctx, ns) = (ctx.clone(), namespace.clone());
+            run_kind::<ElasticsearchCluster>(ctx, ns, owned, elasticsearch_changes).await
+        }
+    };
+    tokio::join!(cassandra, elasticsearch);
+    feeding.abort();
 }
+
+/// What `/readyz` calls the caches.
+const CACHES: &str = "owned objects cache";
 
 /// Run the controller of one database kind until a shutdown signal.
-pub async fn run<K: ClusterKind>(
+async fn run_kind<K: ClusterKind>(
     ctx: Arc<Context>,
     namespace: Option<String>,
+    owned: OwnedEvents,
     pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
 ) {
-    let client = ctx.client.clone();
-    let (clusters, statefulsets, pods): (Api<K>, Api<StatefulSet>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
+    let clusters: Api<K> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     };
-    let owned = watcher::Config::default().labels(&labels::managed_selector());
     info!(namespace = ?namespace, kind = K::kind(&()).as_ref(), "starting controller");
-    // Any pilot's change reconciles every cluster: cheap at our scale, and kube-runtime's
-    // targeted `reconcile_on` is still behind an unstable feature.
-    let pilot_triggers = futures::stream::iter(pilot_changes)
-        .flat_map(tokio_stream::wrappers::BroadcastStream::new)
-        .map(|_| ());
     let kind = K::kind(&()).to_string();
     ctx.readiness.set(&kind, ControllerState::Starting);
     let controller = Controller::new(clusters, watcher::Config::default());
+    let pilot_triggers = pilot_triggers(controller.store(), pilot_changes);
     let synced = tokio::spawn({
         let (store, ctx, kind) = (controller.store(), ctx.clone(), kind.clone());
         async move {
@@ -92,12 +128,12 @@ pub async fn run<K: ClusterKind>(
         }
     });
     controller
-        // A node's verified state changed (a pilot reported it): act on it at once.
-        .reconcile_all_on(pilot_triggers)
-        .owns(statefulsets, owned.clone())
+        // A node's verified state changed (its pilot reported it): reconcile its cluster.
+        .reconcile_on(pilot_triggers)
+        .owns_shared_stream(owned.statefulsets)
         // Pods belong to StatefulSets, not to the cluster: map them back by label so that a
         // node becoming ready (or dying) triggers a reconcile at once.
-        .watches(pods, owned, |pod: Pod| {
+        .watches_shared_stream(owned.pods, |pod: Arc<Pod>| {
             let cluster = pod.labels().get(labels::CLUSTER)?.clone();
             let ns = pod.namespace()?;
             // Only pods of this kind (the app label), so a same-named cluster of another kind
@@ -110,8 +146,13 @@ pub async fn run<K: ClusterKind>(
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "controller event");
+            match result {
+                Ok(_) => {}
+                // A cluster deleted while a reconcile of it was scheduled: nothing to do.
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    debug!(%object, "scheduled reconcile of a cluster that is gone")
+                }
+                Err(e) => warn!(error = %e, "controller event"),
             }
         })
         .await;
@@ -119,29 +160,52 @@ pub async fn run<K: ClusterKind>(
     ctx.readiness.set(&kind, ControllerState::Stopped);
 }
 
+/// The clusters of kind `K` whose pilots reported a change; a receiver that lagged behind
+/// reconciles every cluster it holds (it cannot know which it missed).
+fn pilot_triggers<K: ClusterKind>(
+    store: Store<K>,
+    changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    futures::stream::iter(changes)
+        .flat_map(tokio_stream::wrappers::BroadcastStream::new)
+        .flat_map(move |change| {
+            let refs: Vec<ObjectRef<K>> = match change {
+                // Only a cluster of this kind: the other kind's controller hears it too.
+                Ok((ns, name)) => {
+                    let wanted = ObjectRef::<K>::new(&name).within(&ns);
+                    store.get(&wanted).map(|_| wanted).into_iter().collect()
+                }
+                Err(_lagged) => store
+                    .state()
+                    .iter()
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect(),
+            };
+            futures::stream::iter(refs)
+        })
+}
+
 /// Every `every` (the first time after at most a minute), delete the credentials of clusters
 /// that no longer exist: they live in the credentials namespace, where no owner reference can
 /// reach.
 pub async fn sweep_credentials(ctx: Arc<Context>, namespace: Option<String>, every: Duration) {
-    let credentials = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-        ctx.client.clone(),
-        &ctx.config.credentials_namespace,
-    );
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + every.min(Duration::from_secs(60)),
         every,
     );
     loop {
         tick.tick().await;
+        let creds_ns = &ctx.config.credentials_namespace;
+        // The app namespace is not used by the sweep.
+        let stores =
+            crate::platform::pki::SecretStores::new(&ctx.client, &ctx.caches, creds_ns, creds_ns);
         let (client, ns) = (ctx.client.clone(), namespace.clone());
         let live = move || {
             let (client, ns) = (client.clone(), ns.clone());
             Box::pin(async move { live_cluster_uids(client, ns.as_deref()).await })
                 as futures::future::BoxFuture<'static, _>
         };
-        match crate::platform::pki::sweep(&credentials, live, namespace.as_deref(), &ctx.writes)
-            .await
-        {
+        match crate::platform::pki::sweep(&stores, live, namespace.as_deref(), &ctx.writes).await {
             Ok(0) => {}
             Ok(n) => info!(deleted = n, "swept credentials of deleted clusters"),
             Err(e) => warn!(error = %e, "sweeping credentials of deleted clusters"),

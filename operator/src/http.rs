@@ -1,6 +1,6 @@
 //! The operator's own HTTP endpoint: /healthz (the process answers), /readyz (every controller
 //! runs and its cache is synced; 503 with the reason otherwise), /metrics (Prometheus text:
-//! reconciles and writes per kind).
+//! reconciles, writes per kind, API requests by verb and resource, cached objects).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +64,24 @@ fn metrics(ctx: &Context) -> String {
     for (kind, count) in ctx.writes.by_kind() {
         out.push_str(&format!(
             "stateward_writes_total{{kind=\"{kind}\"}} {count}\n"
+        ));
+    }
+    out.push_str(
+        "# HELP stateward_api_requests_total Requests to the Kubernetes API, by verb and resource.\n\
+         # TYPE stateward_api_requests_total counter\n",
+    );
+    for ((verb, resource), count) in ctx.requests.snapshot() {
+        out.push_str(&format!(
+            "stateward_api_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}} {count}\n"
+        ));
+    }
+    out.push_str(
+        "# HELP stateward_cached_objects Objects the operator owns, in its caches, by kind.\n\
+         # TYPE stateward_cached_objects gauge\n",
+    );
+    for (kind, count) in ctx.caches.sizes() {
+        out.push_str(&format!(
+            "stateward_cached_objects{{kind=\"{kind}\"}} {count}\n"
         ));
     }
     out

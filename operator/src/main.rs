@@ -3,9 +3,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use stateward_operator::apply::WriteCounter;
 use stateward_operator::config::OperatorConfig;
 use stateward_operator::context::Context;
+use stateward_operator::controller::Controllers;
 use stateward_operator::pilots::PilotRegistry;
 
 #[derive(Parser)]
@@ -117,9 +117,12 @@ async fn main() -> anyhow::Result<()> {
                     "no credentials namespace: set --credentials-namespace (or \
                      STATEWARD_CREDENTIALS_NAMESPACE, or POD_NAMESPACE in a pod)",
                 )?;
-            let client = kube::Client::try_default()
+            let kube_config = kube::Config::infer()
                 .await
-                .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+                .context("finding the Kubernetes API (in-cluster or KUBECONFIG)")?;
+            let (client, requests) =
+                stateward_operator::platform::requests::counted_client(kube_config)
+                    .context("connecting to the Kubernetes API")?;
             let lifetime = args.leaf_certificate_lifetime_seconds.max(60);
             // Renewal happens in a reconcile, and the kubelet takes about a minute to update a
             // mounted Secret: a third of the lifetime must cover a resync and that.
@@ -141,15 +144,15 @@ async fn main() -> anyhow::Result<()> {
                 ..OperatorConfig::default()
             };
             let pilots = Arc::new(PilotRegistry::default());
-            let cassandra_changes = pilots.subscribe();
-            let elasticsearch_changes = pilots.subscribe();
-            let ctx = Arc::new(Context::new(
+            let (ctx, feeds) = Context::new(
                 client,
+                requests,
                 config,
-                Arc::new(WriteCounter::default()),
-                pilots,
+                pilots.clone(),
                 Duration::from_secs(args.resync_seconds),
-            ));
+                args.namespace.as_deref(),
+            );
+            let ctx = Arc::new(ctx);
             let http = tokio::spawn(stateward_operator::http::serve(
                 args.metrics_addr,
                 ctx.clone(),
@@ -159,18 +162,12 @@ async fn main() -> anyhow::Result<()> {
                 args.namespace.clone(),
                 Duration::from_secs(args.credentials_sweep_seconds.max(1)),
             ));
-            tokio::join!(
-                stateward_operator::controller::run_cassandra(
-                    ctx.clone(),
-                    args.namespace.clone(),
-                    Some(cassandra_changes),
-                ),
-                stateward_operator::controller::run_elasticsearch(
-                    ctx,
-                    args.namespace,
-                    Some(elasticsearch_changes),
-                ),
-            );
+            let controllers = Controllers {
+                cassandra: true,
+                elasticsearch: true,
+                pilot_changes: Some(pilots),
+            };
+            stateward_operator::controller::run(ctx, feeds, args.namespace, controllers).await;
             http.abort();
             sweep.abort();
             Ok(())

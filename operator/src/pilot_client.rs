@@ -16,6 +16,7 @@
 //! thiserror.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -133,9 +134,48 @@ struct Watcher {
 
 struct Inner {
     tls: RwLock<ClientTls>,
+    /// Grows with every [`PilotHub::set_tls`]: a channel made with older credentials is
+    /// replaced.
+    tls_generation: AtomicU64,
     views: RwLock<HashMap<PodKey, PodView>>,
     watchers: Mutex<HashMap<PodKey, Watcher>>,
+    /// One HTTP/2 connection per pod, shared by its watch stream and every action call (tonic
+    /// reconnects it when it breaks).
+    channels: Mutex<HashMap<PodKey, PodChannel>>,
     changes: broadcast::Sender<PodKey>,
+}
+
+struct PodChannel {
+    endpoint: String,
+    tls_generation: u64,
+    channel: Channel,
+}
+
+/// What of a pod's view a reconcile acts on or shows: a change of it wakes the cluster.
+fn significant(view: &PodView) -> (bool, Option<NodeStatus>) {
+    let coarse = |b: Option<u64>| b.map(stateward_core::status::coarse_bytes);
+    let status = view.status.clone().map(|mut s| {
+        s.observed_at_unix_ms = 0;
+        s.sequence = 0;
+        s.data_bytes = coarse(s.data_bytes);
+        s.free_disk_bytes = coarse(s.free_disk_bytes);
+        s.total_disk_bytes = coarse(s.total_disk_bytes);
+        match s.detail.as_mut() {
+            Some(Detail::Cassandra(c)) => {
+                for peer in &mut c.peers {
+                    peer.load_bytes = coarse(peer.load_bytes);
+                }
+            }
+            Some(Detail::Elasticsearch(e)) => {
+                for index in &mut e.indices {
+                    index.store_bytes = stateward_core::status::coarse_bytes(index.store_bytes);
+                }
+            }
+            None => {}
+        }
+        s
+    });
+    (view.connected, status)
 }
 
 /// One watch stream per pod and the latest view of each.
@@ -150,8 +190,10 @@ impl PilotHub {
         PilotHub {
             inner: Arc::new(Inner {
                 tls: RwLock::new(tls),
+                tls_generation: AtomicU64::new(0),
                 views: RwLock::new(HashMap::new()),
                 watchers: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
                 changes,
             }),
         }
@@ -159,7 +201,14 @@ impl PilotHub {
 
     /// Replaces the client credentials (certificate rotation); new connections use them.
     pub fn set_tls(&self, tls: ClientTls) {
-        *self.inner.tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+        let mut current = self.inner.tls.write().unwrap_or_else(|p| p.into_inner());
+        let same = current.ca_pem == tls.ca_pem
+            && current.cert_pem == tls.cert_pem
+            && current.key_pem == tls.key_pem;
+        if !same {
+            *current = tls;
+            self.inner.tls_generation.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Announces the pod whose view changed: trigger a reconcile of its cluster. A
@@ -214,6 +263,11 @@ impl PilotHub {
         self.inner
             .views
             .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep(k));
+        self.inner
+            .channels
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| keep(k));
     }
@@ -351,7 +405,20 @@ impl PilotHub {
             .map_err(|_| PilotError::Timeout(action_id.to_string(), timeout))?
     }
 
+    /// A client on the pod's one connection: made (and connected) when there is none yet, or
+    /// when the pod's address or the credentials changed.
     async fn connect(&self, target: &PilotTarget) -> Result<PilotClient<Channel>, PilotError> {
+        let generation = self.inner.tls_generation.load(Ordering::Relaxed);
+        if let Some(existing) = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target.pod)
+            .filter(|c| c.endpoint == target.endpoint && c.tls_generation == generation)
+        {
+            return Ok(PilotClient::new(existing.channel.clone()));
+        }
         let tls = self
             .inner
             .tls
@@ -376,11 +443,26 @@ impl PilotHub {
             .connect()
             .await
             .map_err(err)?;
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                target.pod.clone(),
+                PodChannel {
+                    endpoint: target.endpoint.clone(),
+                    tls_generation: generation,
+                    channel: channel.clone(),
+                },
+            );
         Ok(PilotClient::new(channel))
     }
 
+    /// Applies `f` to the pod's view; announces the change only when something a reconcile
+    /// acts on or shows changed (figures that move all the time, such as a node's load, only
+    /// when they moved by about 1%).
     fn update(&self, pod: &PodKey, f: impl FnOnce(&mut PodView)) {
-        {
+        let changed = {
             let mut views = self.inner.views.write().unwrap_or_else(|p| p.into_inner());
             let view = views.entry(pod.clone()).or_insert(PodView {
                 status: None,
@@ -388,10 +470,14 @@ impl PilotHub {
                 last_error: None,
                 last_message_at: None,
             });
+            let before = significant(view);
             f(view);
+            significant(view) != before
+        };
+        if changed {
+            // No receiver is fine: nobody is waiting for changes yet.
+            let _ = self.inner.changes.send(pod.clone());
         }
-        // No receiver is fine: nobody is waiting for changes yet.
-        let _ = self.inner.changes.send(pod.clone());
     }
 
     async fn watch_loop(&self, target: PilotTarget) {

@@ -1,6 +1,6 @@
-//! Whether the operator can act, for `/readyz`: each controller says when its cache of
-//! clusters has finished its first list and when it stops. Ready means every controller that
-//! was started is synced and still running.
+//! Whether the operator can act, for `/readyz`: the caches of owned objects and each
+//! controller's cache of clusters say when their first list finished, and each controller
+//! when it stops. Ready means everything started is synced and still running.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -19,7 +19,7 @@ pub enum ControllerState {
 impl ControllerState {
     fn word(self) -> &'static str {
         match self {
-            ControllerState::Starting => "starting (first list of its clusters not complete)",
+            ControllerState::Starting => "starting (its first list is not complete)",
             ControllerState::Synced => "synced",
             ControllerState::Stopped => "stopped",
         }

@@ -89,13 +89,15 @@ CassandraClusters it watches. Shared by the ClusterRole and the watchNamespace R
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# The pilots' TLS Secrets in app namespaces: read by name and created; never listed or watched,
-# so the operator cannot enumerate Secrets it does not own. (The CAs live in the operator's
-# namespace, see rbac.yaml.)
+# Secrets in app namespaces: the pilots' TLS Secrets and generated superuser logins. The
+# operator lists and watches only with its own label selector (its cache of what it owns);
+# RBAC cannot restrict a list to a label, so this grant could enumerate every Secret. get: a
+# Secret the user names (spec.authentication.superuserSecretName) is read by name. (The CAs
+# live in the operator's namespace, see rbac.yaml.)
 - apiGroups: [""]
   resources: ["secrets"]
   # delete: a CA an earlier version kept in the app namespace is moved out of it.
-  verbs: ["get", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Scale-down deletes (or, under storagePolicy.onScaleDown: Retain, annotates) the PVC of a node
 # only after its decommission is verified; patch also grows volumes when storage.size grows.
 - apiGroups: [""]

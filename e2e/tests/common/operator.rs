@@ -120,6 +120,65 @@ impl Drop for OperatorProcess {
     }
 }
 
+/// A free local port for an operator's HTTP endpoint.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind an ephemeral port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The operator's `/metrics` text at `127.0.0.1:port`.
+pub async fn metrics(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok(body.to_string())
+}
+
+/// The counters of a metrics text: `name{labels}` to value.
+pub fn counters(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The GETs and LISTs of the kinds the operator owns that `after` counts more than `before`.
+pub fn owned_reads_between(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    const OWNED: [&str; 7] = [
+        "statefulsets",
+        "pods",
+        "persistentvolumeclaims",
+        "configmaps",
+        "services",
+        "poddisruptionbudgets",
+        "secrets",
+    ];
+    after
+        .iter()
+        .filter(|(name, _)| name.starts_with("stateward_api_requests_total{"))
+        .filter(|(name, _)| name.contains("verb=\"get\"") || name.contains("verb=\"list\""))
+        .filter(|(name, _)| {
+            OWNED
+                .iter()
+                .any(|kind| name.contains(&format!("resource=\"{kind}\"")))
+        })
+        .filter_map(|(name, n)| {
+            let grew = n - before.get(name).copied().unwrap_or(0);
+            (grew > 0).then(|| (name.clone(), grew))
+        })
+        .collect()
+}
+
 /// The last `lines` lines of the file at `path` (or why it cannot be read).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {

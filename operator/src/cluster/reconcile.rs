@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -21,7 +21,7 @@ use stateward_core::status::{
     self as core_status, ClusterStatus, NodeStatus, PoolStatus, StatusInputs,
 };
 use stateward_core::words::Fault;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{ClusterKind, DetailOf};
 use crate::apply::{self, Outcome};
@@ -46,17 +46,46 @@ struct Observation<D> {
     fault: Option<Fault>,
 }
 
+/// How soon a reconcile that found a cache behind the operator's own write looks again (the
+/// watch event that catches it up usually wakes it first).
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
 pub async fn reconcile<K: ClusterKind>(
     cluster: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match reconcile_cached(cluster, ctx).await {
+        Err(Error::Stale(what)) => {
+            debug!(%what, "a cache is behind the operator's last write; waiting for it");
+            Ok(Action::requeue(STALE_RETRY))
+        }
+        other => other,
+    }
+}
+
+/// The reconcile proper, on the caches (no API read when nothing changes).
+async fn reconcile_cached<K: ClusterKind>(
+    cluster: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
     let names = Names::of(cluster.as_ref());
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go with the owner references; PVCs follow the StatefulSets' retention policy.
         return Ok(Action::await_change());
+    }
+    // The cluster itself comes from the controller's cache: never plan on a copy older than
+    // the status this operator last wrote (its intent).
+    let version = |_: &str| cluster.resource_version();
+    let kind = K::kind(&());
+    if let Some(what) = ctx
+        .writes
+        .expectations
+        .unmet(&kind, &ns, Some(&names.cluster), version)
+    {
+        return Err(Error::Stale(what));
     }
 
     let observation = observe(cluster.as_ref(), &ctx, &ns, &names).await?;
@@ -164,22 +193,9 @@ async fn observe<K: ClusterKind>(
     // The kind's name too: a cluster of another kind may share the name in this namespace.
     let mut selector = labels::cluster_selector(&names.cluster);
     selector.insert(labels::NAME.to_string(), K::APP_NAME.to_string());
-    let lp = ListParams::default().labels(&labels::to_selector_string(&selector));
-    let statefulsets = Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-        .list(&lp)
-        .await
-        .context(|| format!("listing StatefulSets of {ns}/{}", names.cluster))?
-        .items;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&lp)
-        .await
-        .context(|| format!("listing pods of {ns}/{}", names.cluster))?
-        .items;
-    let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
-        .list(&lp)
-        .await
-        .context(|| format!("listing PVCs of {ns}/{}", names.cluster))?
-        .items;
+    let statefulsets: Vec<StatefulSet> = ctx.caches.list(ns, &selector)?;
+    let pods: Vec<Pod> = ctx.caches.list(ns, &selector)?;
+    let claims: Vec<PersistentVolumeClaim> = ctx.caches.list(ns, &selector)?;
     let fault = credentials_and_pilots(cluster, ctx, ns, names, &pods).await?;
 
     let previous = cluster.cluster_status();
@@ -251,7 +267,12 @@ async fn credentials_and_pilots<K: ClusterKind>(
     names: &Names,
     pods: &[Pod],
 ) -> Result<Option<Fault>, Error> {
-    let stores = pki::SecretStores::new(&ctx.client, ns, &ctx.config.credentials_namespace);
+    let stores = pki::SecretStores::new(
+        &ctx.client,
+        &ctx.caches,
+        ns,
+        &ctx.config.credentials_namespace,
+    );
     let uid = cluster.meta().uid.clone().ok_or(Error::NoUid)?;
     let fault = if cluster.is_paused() {
         None
@@ -261,7 +282,7 @@ async fn credentials_and_pilots<K: ClusterKind>(
             None => ensure_login_secret(cluster, ctx, &stores, names).await?,
         }
     };
-    track_pilots(ctx, &stores, &uid, names, pods).await?;
+    track_pilots(ctx, &stores, &uid, names, pods)?;
     Ok(fault)
 }
 
@@ -271,7 +292,7 @@ async fn credentials_and_pilots<K: ClusterKind>(
 async fn ensure_credentials<K: ClusterKind>(
     cluster: &K,
     ctx: &Context,
-    stores: &pki::SecretStores,
+    stores: &pki::SecretStores<'_>,
     names: &Names,
     uid: &str,
 ) -> Result<Option<Fault>, Error> {
@@ -322,17 +343,18 @@ async fn ensure_credentials<K: ClusterKind>(
 async fn ensure_login_secret<K: ClusterKind>(
     cluster: &K,
     ctx: &Context,
-    stores: &pki::SecretStores,
+    stores: &pki::SecretStores<'_>,
     names: &Names,
 ) -> Result<Option<Fault>, Error> {
     let Some(wanted) = cluster.login_secret() else {
         return Ok(None);
     };
     login::ensure(
-        &stores.app,
+        stores,
         &wanted,
         labels::cluster(&names.cluster, K::APP_NAME),
         &ctx.writes,
+        ctx.resync,
     )
     .await
 }
@@ -407,7 +429,7 @@ fn observe_pool<K: ClusterKind>(
                 .report
                 .as_ref()
                 .and_then(|r| r.free_disk_bytes)
-                .and_then(|b| i64::try_from(b).ok()),
+                .and_then(|b| i64::try_from(core_status::coarse_bytes(b)).ok()),
             ..NodeStatus::default()
         };
         cluster.node_status(&node, &mut status);
@@ -456,15 +478,15 @@ fn observe_node<K: ClusterKind>(
 
 /// Point the pilot watches at the cluster's current pods. Without the operator's client
 /// certificate (not created yet) nothing is watched and every node stays unknown.
-async fn track_pilots(
+fn track_pilots(
     ctx: &Context,
-    stores: &pki::SecretStores,
+    stores: &pki::SecretStores<'_>,
     uid: &str,
     names: &Names,
     pods: &[Pod],
 ) -> Result<(), Error> {
     let ns = names.namespace.as_str();
-    let Some(tls) = pki::client_tls(stores, names, uid).await? else {
+    let Some(tls) = pki::client_tls(stores, names, uid)? else {
         return Ok(());
     };
     let addresses: Vec<PodAddress> = pods
@@ -499,9 +521,11 @@ async fn act<K: ClusterKind>(
     let template_change = step.allows_template_change();
     let config_hash = if template_change {
         let config_map = cluster.config_map().map_err(Error::Render)?;
+        let live: Option<ConfigMap> = ctx.caches.get(ns, &names.config_map())?;
         let (applied, _) = apply::apply(
             &Api::<ConfigMap>::namespaced(client.clone(), ns),
             config_map,
+            live.as_ref(),
             fm,
             &ctx.writes,
         )
@@ -514,13 +538,16 @@ async fn act<K: ClusterKind>(
     let services = Api::<Service>::namespaced(client.clone(), ns);
     for service in cluster.services() {
         let name = service.name_any();
-        apply::apply(&services, service, fm, &ctx.writes)
+        let live: Option<Service> = ctx.caches.get(ns, &name)?;
+        apply::apply(&services, service, live.as_ref(), fm, &ctx.writes)
             .await
             .context(|| format!("applying Service {name}"))?;
     }
+    let live: Option<PodDisruptionBudget> = ctx.caches.get(ns, &names.pdb())?;
     apply::apply(
         &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
         cluster.pod_disruption_budget(),
+        live.as_ref(),
         fm,
         &ctx.writes,
     )
@@ -592,7 +619,7 @@ async fn apply_statefulsets<K: ClusterKind>(
             .cloned()
             .collect();
         volumes::grow(&pvcs, &pool_claims, &size, &ctx.writes).await;
-        let (_, outcome) = apply::apply(&api, sts, &ctx.config.field_manager, &ctx.writes)
+        let (_, outcome) = apply::apply(&api, sts, live, &ctx.config.field_manager, &ctx.writes)
             .await
             .context(|| format!("applying StatefulSet {name}"))?;
         if outcome != Outcome::Unchanged {
@@ -615,10 +642,19 @@ async fn retire_pool(
         return Ok(());
     };
     let live_replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let namespace = live.namespace().unwrap_or_default();
+    let expect = |after: Option<String>| {
+        let before = live.resource_version();
+        let expectations = &ctx.writes.expectations;
+        expectations.expect("StatefulSet", &namespace, name, before, after);
+    };
     if matches!(step, Step::DeletePool { pool: p } if p == pool) && live_replicas == 0 {
         ctx.writes.record("StatefulSet");
         match api.delete(name, &Default::default()).await {
-            Ok(_) => info!(statefulset = %name, "deleted the StatefulSet of a removed pool"),
+            Ok(gone) => {
+                expect(gone.left().and_then(|s| s.resource_version()));
+                info!(statefulset = %name, "deleted the StatefulSet of a removed pool");
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(Error::Kube {
@@ -631,13 +667,15 @@ async fn retire_pool(
     }
     if replicas != live_replicas {
         ctx.writes.record("StatefulSet");
-        api.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await
-        .context(|| format!("resizing StatefulSet {name} of removed pool {pool}"))?;
+        let resized = api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .context(|| format!("resizing StatefulSet {name} of removed pool {pool}"))?;
+        expect(resized.resource_version());
     }
     Ok(())
 }
@@ -684,7 +722,10 @@ async fn act_on_operation<K: ClusterKind>(
         Act::ReleaseVolume { delete } => {
             let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns);
             let name = names.data_volume(&record.pool, record.ordinal);
-            volumes::release(&api, &name, *delete, &now_rfc3339(), &ctx.writes).await?;
+            // Gone already (deleted by a previous reconcile): nothing left to release.
+            if let Some(live) = observation.claims.iter().find(|c| c.name_any() == name) {
+                volumes::release(&api, live, *delete, &now_rfc3339(), &ctx.writes).await?;
+            }
         }
         Act::DeletePod { uid } => {
             let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);

@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use stateward_core::words::Fault;
 use tracing::info;
 
+use super::pki::SecretStores;
 use super::{Error, pki};
 use crate::apply::WriteCounter;
 
@@ -50,22 +52,35 @@ fn generate_password() -> Result<String, Error> {
 }
 
 /// Ensures the Secret exists (creating a generated one) and holds both keys; a missing or
-/// incomplete Secret the user named is a fault to show.
+/// incomplete Secret the user named is a fault to show. A generated Secret carries the
+/// operator's labels and is read from the cache; one the user named is read at most once per
+/// `recheck` (a fault, once per reconcile, so its repair shows at once).
 pub async fn ensure(
-    secrets: &Api<Secret>,
+    stores: &SecretStores<'_>,
     wanted: &LoginSecret,
     labels: BTreeMap<String, String>,
     writes: &WriteCounter,
+    recheck: Duration,
 ) -> Result<Option<Fault>, Error> {
-    let existing = secrets
-        .get_opt(&wanted.name)
-        .await
-        .map_err(|source| Error::Kube {
-            what: format!("reading Secret {}", wanted.name),
-            source,
-        })?;
+    let existing = match wanted.generate_for {
+        Some(_) => stores.read_app(&wanted.name)?,
+        None => {
+            stores
+                .caches
+                .named_secret(&stores.app_namespace, &wanted.name, recheck)
+                .await?
+        }
+    };
     match (existing, &wanted.generate_for) {
-        (Some(secret), _) => Ok(incomplete(&secret, &wanted.name)),
+        (Some(secret), _) => {
+            let fault = incomplete(&secret, &wanted.name);
+            if fault.is_some() {
+                stores
+                    .caches
+                    .forget_named(&stores.app_namespace, &wanted.name);
+            }
+            Ok(fault)
+        }
         (None, Some(username)) => {
             let metadata = kube::api::ObjectMeta {
                 name: Some(wanted.name.clone()),
@@ -76,18 +91,23 @@ pub async fn ensure(
                 (USERNAME, username.clone()),
                 (PASSWORD, generate_password()?),
             ];
-            pki::create_secret(secrets, metadata, &data, writes).await?;
+            pki::create_secret(&stores.app, metadata, &data, writes).await?;
             info!(secret = %wanted.name, "generated the superuser Secret");
             Ok(None)
         }
-        (None, None) => Ok(Some(Fault {
-            reason: "SuperuserSecretMissing".into(),
-            message: format!(
-                "the Secret {} named in spec.authentication.superuserSecretName does not exist: \
+        (None, None) => {
+            stores
+                .caches
+                .forget_named(&stores.app_namespace, &wanted.name);
+            Ok(Some(Fault {
+                reason: "SuperuserSecretMissing".into(),
+                message: format!(
+                    "the Secret {} named in spec.authentication.superuserSecretName does not exist: \
                  create it with keys {USERNAME} and {PASSWORD}",
-                wanted.name
-            ),
-        })),
+                    wanted.name
+                ),
+            }))
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! Kubernetes plumbing every database shares: object names, PKI Secrets, volumes, pods, and
 //! recording status and Events. The database modules call it; it knows no database.
 
+pub mod cache;
 pub mod login;
 pub mod names;
 pub mod pki;
 pub mod pods;
 pub mod record;
+pub mod requests;
 pub mod volumes;
 
 /// An error of the reconcile pipeline, with what was being done.
@@ -29,6 +31,11 @@ pub enum Error {
     UnusableCa(String),
     #[error("the CA Secret {ca} is missing while {pilot_tls} still holds certificates it issued")]
     MissingCa { ca: String, pilot_tls: String },
+    #[error("the caches: {0}")]
+    Cache(String),
+    /// A cache does not show the operator's own last write of this object yet: wait for it.
+    #[error("the cache does not show the last write of {0} yet")]
+    Stale(String),
 }
 
 pub trait KubeContext<T> {

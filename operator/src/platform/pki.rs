@@ -13,10 +13,11 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
+use super::cache::Caches;
 use super::names::Names;
 use super::{Error, KubeContext};
 use crate::apply::WriteCounter;
@@ -40,20 +41,40 @@ pub struct SecretOwner<'a> {
     pub uid: String,
 }
 
-/// The Secrets of a cluster's PKI: the app namespace's and the credentials namespace's.
-pub struct SecretStores {
+/// The Secrets of a cluster's PKI: the app namespace's and the credentials namespace's, read
+/// from the caches and written through the API.
+pub struct SecretStores<'a> {
     pub app: Api<Secret>,
     pub credentials: Api<Secret>,
+    pub app_namespace: String,
     pub credentials_namespace: String,
+    pub caches: &'a Caches,
 }
 
-impl SecretStores {
-    pub fn new(client: &kube::Client, app_namespace: &str, credentials_namespace: &str) -> Self {
+impl<'a> SecretStores<'a> {
+    pub fn new(
+        client: &kube::Client,
+        caches: &'a Caches,
+        app_namespace: &str,
+        credentials_namespace: &str,
+    ) -> Self {
         SecretStores {
             app: Api::namespaced(client.clone(), app_namespace),
             credentials: Api::namespaced(client.clone(), credentials_namespace),
+            app_namespace: app_namespace.to_string(),
             credentials_namespace: credentials_namespace.to_string(),
+            caches,
         }
+    }
+
+    /// A Secret of the app namespace, from the cache.
+    pub fn read_app(&self, name: &str) -> Result<Option<Secret>, Error> {
+        self.caches.get(&self.app_namespace, name)
+    }
+
+    /// A Secret of the credentials namespace, from the cache.
+    pub fn read_credentials(&self, name: &str) -> Result<Option<Secret>, Error> {
+        self.caches.get(&self.credentials_namespace, name)
     }
 }
 
@@ -70,7 +91,7 @@ pub fn operator_client_secret(uid: &str) -> String {
 /// Create the cluster's CA and certificates once; move a CA an earlier version kept in the app
 /// namespace to the credentials namespace.
 pub async fn ensure(
-    stores: &SecretStores,
+    stores: &SecretStores<'_>,
     owner: &SecretOwner<'_>,
     lifetime: Duration,
     writes: &WriteCounter,
@@ -78,7 +99,7 @@ pub async fn ensure(
     let ca = load_or_create_ca(stores, owner, writes).await?;
     let client_name = operator_client_secret(&owner.uid);
     let client_names = [tls::OPERATOR_CLIENT_NAME.to_string()];
-    match read(&stores.credentials, &client_name).await? {
+    match stores.read_credentials(&client_name)? {
         None => {
             // Also where a move from the app namespace ends: the copies there are deleted
             // before the client Secret that marks the move done is created.
@@ -103,7 +124,7 @@ pub async fn ensure(
             names.namespace
         ),
     ];
-    match read(&stores.app, &pilot_name).await? {
+    match stores.read_app(&pilot_name)? {
         None => {
             let data = leaf_data(&ca, &server_names, false, lifetime)?;
             let meta = app_meta(owner, &pilot_name);
@@ -152,6 +173,7 @@ async fn renew_secret(
     writes: &WriteCounter,
 ) -> Result<(), Error> {
     let name = secret.name_any();
+    let before = secret.resource_version();
     secret.data = Some(
         data.iter()
             .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
@@ -162,7 +184,14 @@ async fn renew_secret(
         .replace(&name, &PostParams::default(), &secret)
         .await
     {
-        Ok(_) => {
+        Ok(renewed) => {
+            writes.expectations.expect(
+                "Secret",
+                &renewed.namespace().unwrap_or_default(),
+                &name,
+                before,
+                renewed.resource_version(),
+            );
             info!(secret = %name, "issued its certificate again before it expires");
             Ok(())
         }
@@ -177,7 +206,7 @@ async fn renew_secret(
 /// The stored CA; a new one only when none exists in either place. A CA that exists but cannot
 /// be read is never replaced: every pilot trusts the stored one.
 async fn load_or_create_ca(
-    stores: &SecretStores,
+    stores: &SecretStores<'_>,
     owner: &SecretOwner<'_>,
     writes: &WriteCounter,
 ) -> Result<tls::CertificateAuthority, Error> {
@@ -185,12 +214,12 @@ async fn load_or_create_ca(
     let name = ca_secret(&owner.uid);
     let unusable = |ns: &str, name: &str| Error::UnusableCa(format!("{ns}/{name}"));
     let creds_ns = &stores.credentials_namespace;
-    if let Some(secret) = read(&stores.credentials, &name).await? {
+    if let Some(secret) = stores.read_credentials(&name)? {
         return ca_from_secret(&secret, cluster).ok_or_else(|| unusable(creds_ns, &name));
     }
     let legacy_name = owner.names.ca_secret();
-    let legacy = read(&stores.app, &legacy_name)
-        .await?
+    let legacy = stores
+        .read_app(&legacy_name)?
         .filter(|secret| made_for(secret, &owner.uid));
     let (ca, moved) = match legacy {
         Some(secret) => match ca_from_secret(&secret, cluster) {
@@ -200,7 +229,7 @@ async fn load_or_create_ca(
         None => {
             // The pilots already trust a CA: a new one would lock the operator out of them.
             let pilot_tls = owner.names.pilot_tls_secret();
-            if read(&stores.app, &pilot_tls).await?.is_some() {
+            if stores.read_app(&pilot_tls)?.is_some() {
                 return Err(Error::MissingCa {
                     ca: format!("{creds_ns}/{name}"),
                     pilot_tls: format!("{}/{pilot_tls}", owner.names.namespace),
@@ -238,12 +267,12 @@ fn made_for(secret: &Secret, uid: &str) -> bool {
 
 /// Deletes the CA and client Secrets an earlier version kept in the app namespace.
 async fn remove_legacy(
-    stores: &SecretStores,
+    stores: &SecretStores<'_>,
     names: &Names,
     writes: &WriteCounter,
 ) -> Result<(), Error> {
     for name in [names.ca_secret(), names.operator_client_secret()] {
-        let Some(secret) = read(&stores.app, &name).await? else {
+        let Some(secret) = stores.read_app(&name)? else {
             continue;
         };
         // Only what the operator made (a user's Secret of that name stays).
@@ -254,8 +283,15 @@ async fn remove_legacy(
         }
         writes.record("Secret");
         match stores.app.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => info!(secret = %name, namespace = %names.namespace,
-                "deleted the copy in the app namespace"),
+            Ok(gone) => {
+                let after = gone.left().and_then(|s| s.resource_version());
+                let before = secret.resource_version();
+                writes
+                    .expectations
+                    .expect("Secret", &names.namespace, &name, before, after);
+                info!(secret = %name, namespace = %names.namespace,
+                    "deleted the copy in the app namespace");
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(Error::Kube {
@@ -270,14 +306,14 @@ async fn remove_legacy(
 
 /// The operator's client credentials for the cluster's pilots, once they exist (for a cluster
 /// not yet moved, a paused one for example, those an earlier version kept in the app namespace).
-pub async fn client_tls(
-    stores: &SecretStores,
+pub fn client_tls(
+    stores: &SecretStores<'_>,
     names: &Names,
     uid: &str,
 ) -> Result<Option<ClientTls>, Error> {
-    let secret = match read(&stores.credentials, &operator_client_secret(uid)).await? {
+    let secret = match stores.read_credentials(&operator_client_secret(uid))? {
         Some(secret) => secret,
-        None => match read(&stores.app, &names.operator_client_secret()).await? {
+        None => match stores.read_app(&names.operator_client_secret())? {
             Some(secret) if made_for(&secret, uid) => secret,
             _ => return Ok(None),
         },
@@ -297,21 +333,23 @@ pub async fn client_tls(
 /// cluster there is, listed *after* the Secrets, so a cluster created meanwhile is in it;
 /// `namespaces` limits the sweep to the watched namespaces (all when `None`).
 pub async fn sweep(
-    credentials: &Api<Secret>,
+    stores: &SecretStores<'_>,
     live: impl Fn() -> futures::future::BoxFuture<'static, Result<BTreeSet<String>, Error>>,
     namespaces: Option<&str>,
     writes: &WriteCounter,
 ) -> Result<usize, Error> {
-    let selector = format!(
-        "{}={},{CREDENTIALS}=true",
-        labels::MANAGED_BY,
-        labels::MANAGED_BY_VALUE
-    );
-    let secrets = credentials
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .context(|| "listing credentials Secrets".to_string())?
-        .items;
+    let selector = [
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_VALUE.to_string(),
+        ),
+        (CREDENTIALS.to_string(), "true".to_string()),
+    ]
+    .into();
+    let secrets: Vec<Secret> = stores
+        .caches
+        .list(&stores.credentials_namespace, &selector)?;
+    let credentials = &stores.credentials;
     if secrets.is_empty() {
         return Ok(0);
     }
@@ -330,7 +368,13 @@ pub async fn sweep(
         let name = secret.name_any();
         writes.record("Secret");
         match credentials.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {
+            Ok(gone) => {
+                let after = gone.left().and_then(|s| s.resource_version());
+                let before = secret.resource_version();
+                let ns = &stores.credentials_namespace;
+                writes
+                    .expectations
+                    .expect("Secret", ns, &name, before, after);
                 info!(secret = %name, "deleted the credentials of a cluster that no longer exists");
                 deleted += 1;
             }
@@ -344,13 +388,6 @@ pub async fn sweep(
         }
     }
     Ok(deleted)
-}
-
-async fn read(secrets: &Api<Secret>, name: &str) -> Result<Option<Secret>, Error> {
-    secrets
-        .get_opt(name)
-        .await
-        .context(|| format!("reading Secret {name}"))
 }
 
 fn text_of(secret: &Secret, key: &str) -> Option<String> {
@@ -385,7 +422,7 @@ fn app_meta(owner: &SecretOwner<'_>, name: &str) -> kube::api::ObjectMeta {
 /// Metadata of a Secret in the credentials namespace: no owner reference can cross
 /// namespaces, so labels say whose it is and [`sweep`] deletes it once the cluster is gone.
 fn credentials_meta(
-    stores: &SecretStores,
+    stores: &SecretStores<'_>,
     owner: &SecretOwner<'_>,
     name: &str,
 ) -> kube::api::ObjectMeta {
@@ -420,7 +457,16 @@ pub(super) async fn create_secret(
     };
     writes.record("Secret");
     match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(()),
+        Ok(created) => {
+            writes.expectations.expect(
+                "Secret",
+                &created.namespace().unwrap_or_default(),
+                &name,
+                None,
+                created.resource_version(),
+            );
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(source) => Err(Error::Kube {
             what: format!("creating Secret {name}"),

@@ -89,7 +89,17 @@ pub async fn delete_with_uid(
     };
     writes.record("Pod");
     match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
+        Ok(gone) => {
+            // The pod stays, terminating, until the kubelet stops it: a new version shows it.
+            let after = gone.left().and_then(|p| p.resource_version());
+            let (before, namespace) = live
+                .map(|p| (p.resource_version(), p.namespace().unwrap_or_default()))
+                .unwrap_or_default();
+            writes
+                .expectations
+                .expect("Pod", &namespace, name, before, after);
+            Ok(true)
+        }
         // Gone, or already another incarnation: the planner sees it on the next reconcile.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(source) => Err(Error::Kube {

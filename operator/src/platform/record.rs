@@ -60,7 +60,13 @@ where
             )
             .await
         {
-            Ok(_) => {}
+            Ok(written) => r.writes.expectations.expect(
+                K::kind(&()).as_ref(),
+                &ns,
+                &name,
+                r.object.resource_version(),
+                written.resource_version(),
+            ),
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 info!(cluster = %name, "planned on a stale copy; re-planning");
                 return Ok(false);

@@ -10,18 +10,33 @@ use super::{Error, KubeContext};
 use crate::apply::WriteCounter;
 use crate::labels;
 
-/// Deletes the removed node's PVC, or keeps it marked as a decommissioned node's data.
+/// Deletes the removed node's PVC (`live`, as cached), or keeps it marked as a decommissioned
+/// node's data.
 pub async fn release(
     api: &Api<PersistentVolumeClaim>,
-    name: &str,
+    live: &PersistentVolumeClaim,
     delete: bool,
     now: &str,
     writes: &WriteCounter,
 ) -> Result<(), Error> {
+    let name = &live.name_any();
+    let namespace = live.namespace().unwrap_or_default();
+    let expect = |after: Option<String>| {
+        writes.expectations.expect(
+            "PersistentVolumeClaim",
+            &namespace,
+            name,
+            live.resource_version(),
+            after,
+        )
+    };
     writes.record("PersistentVolumeClaim");
     if delete {
         match api.delete(name, &Default::default()).await {
-            Ok(_) => info!(pvc = %name, "deleted the removed node's volume"),
+            Ok(gone) => {
+                expect(gone.left().and_then(|p| p.resource_version()));
+                info!(pvc = %name, "deleted the removed node's volume");
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {
                 return Err(Error::Kube {
@@ -34,9 +49,11 @@ pub async fn release(
         let patch = json!({"metadata": {"annotations": {
             labels::DECOMMISSIONED_ANNOTATION: now
         }}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        let marked = api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .context(|| format!("marking PVC {name} as decommissioned"))?;
+        expect(marked.resource_version());
     }
     Ok(())
 }
@@ -66,11 +83,18 @@ pub async fn grow(
         let name = pvc.name_any();
         writes.record("PersistentVolumeClaim");
         let patch = json!({"spec": {"resources": {"requests": {"storage": size}}}});
-        if let Err(e) = api
+        match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
-            warn!(pvc = %name, error = %e, "volume expansion refused");
+            Ok(grown) => writes.expectations.expect(
+                "PersistentVolumeClaim",
+                &grown.namespace().unwrap_or_default(),
+                &name,
+                pvc.resource_version(),
+                grown.resource_version(),
+            ),
+            Err(e) => warn!(pvc = %name, error = %e, "volume expansion refused"),
         }
     }
 }

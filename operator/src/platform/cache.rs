@@ -1,0 +1,365 @@
+//! Caches of what the operator owns: reflector stores fed by label-selected watches, so a
+//! reconcile reads without one API request, and objects the operator does not own (unrelated
+//! Secrets, say) never enter memory.
+//!
+//! A read checks the operator's own writes first ([`crate::apply::Expectations`]): while a
+//! cache does not show one yet, the read is [`Error::Stale`] and the reconcile waits for it,
+//! so no decision is made on a view older than what the operator itself did.
+//!
+//! The StatefulSet and Pod watches are shared with the controllers (their events wake the
+//! clusters that own the objects): one watch per kind for every database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::Error;
+use crate::apply::WriteCounter;
+use crate::labels;
+
+/// Events a shared watch may hold for a slow controller before the watch waits for it.
+const SHARED_BUFFER: usize = 256;
+
+/// The stores a reconcile reads.
+pub struct Caches {
+    statefulsets: Store<StatefulSet>,
+    pods: Store<Pod>,
+    claims: Store<PersistentVolumeClaim>,
+    config_maps: Store<ConfigMap>,
+    services: Store<Service>,
+    budgets: Store<PodDisruptionBudget>,
+    /// The operator's Secrets in the watched namespaces.
+    secrets: Store<Secret>,
+    /// The credentials namespace's (each cluster's CA and the operator's client certificate).
+    credentials: Store<Secret>,
+    credentials_namespace: String,
+    /// True when the app Secrets' watch covers the credentials namespace too.
+    app_covers_credentials: bool,
+    writes: Arc<WriteCounter>,
+    client: kube::Client,
+    /// Secrets a user named (not labelled, so not watched): read at most once per period.
+    named: Mutex<HashMap<(String, String), NamedRead>>,
+}
+
+/// When a named Secret was read, and what the read found.
+type NamedRead = (Instant, Option<Secret>);
+
+/// A kind the caches hold.
+pub trait Cached: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    fn store<'a>(caches: &'a Caches, namespace: &str) -> &'a Store<Self>;
+}
+
+macro_rules! cached {
+    ($kind:ty, $field:ident) => {
+        impl Cached for $kind {
+            fn store<'a>(caches: &'a Caches, _namespace: &str) -> &'a Store<Self> {
+                &caches.$field
+            }
+        }
+    };
+}
+cached!(StatefulSet, statefulsets);
+cached!(Pod, pods);
+cached!(PersistentVolumeClaim, claims);
+cached!(ConfigMap, config_maps);
+cached!(Service, services);
+cached!(PodDisruptionBudget, budgets);
+
+impl Cached for Secret {
+    fn store<'a>(caches: &'a Caches, namespace: &str) -> &'a Store<Self> {
+        // Where the watched namespaces include the credentials namespace, the app store holds
+        // its Secrets too (its selector is the wider one).
+        if namespace == caches.credentials_namespace && !caches.app_covers_credentials {
+            &caches.credentials
+        } else {
+            &caches.secrets
+        }
+    }
+}
+
+impl Caches {
+    /// The store of `K` for `namespace`, unless a write of the object `name` (or, without a
+    /// name, of any of that kind there) is not in it yet.
+    fn fresh<K: Cached>(&self, namespace: &str, name: Option<&str>) -> Result<&Store<K>, Error> {
+        let store = K::store(self, namespace);
+        let version = |n: &str| {
+            store
+                .get(&ObjectRef::new(n).within(namespace))
+                .and_then(|o| o.resource_version())
+        };
+        let kind = K::kind(&());
+        match self
+            .writes
+            .expectations
+            .unmet(&kind, namespace, name, version)
+        {
+            Some(what) => Err(Error::Stale(what)),
+            None => Ok(store),
+        }
+    }
+
+    /// The cached object, unless a write of it is not in the cache yet.
+    pub fn get<K: Cached>(&self, namespace: &str, name: &str) -> Result<Option<K>, Error> {
+        let store = self.fresh::<K>(namespace, Some(name))?;
+        Ok(store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|o| o.as_ref().clone()))
+    }
+
+    /// The cached objects of `namespace` carrying every label of `selector`, unless a write of
+    /// one of that kind in that namespace is not in the cache yet.
+    pub fn list<K: Cached>(
+        &self,
+        namespace: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<K>, Error> {
+        let store = self.fresh::<K>(namespace, None)?;
+        let mut found: Vec<K> = store
+            .state()
+            .iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .filter(|o| {
+                let labels = o.labels();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|o| o.as_ref().clone())
+            .collect();
+        // The API lists by name; so do we, so the order does not depend on the cache.
+        found.sort_by_key(|o| o.name_any());
+        Ok(found)
+    }
+
+    /// A Secret a user named, which carries none of the operator's labels and so is not
+    /// watched: read with one GET at most once per `period`.
+    pub async fn named_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        period: Duration,
+    ) -> Result<Option<Secret>, Error> {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some((at, secret)) = self
+            .named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < period
+        {
+            return Ok(secret.clone());
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|source| Error::Kube {
+                what: format!("reading Secret {namespace}/{name}"),
+                source,
+            })?;
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded by the clusters that name a Secret; entries of a period ago are dropped.
+        named.retain(|_, (at, _)| at.elapsed() < period);
+        named.insert(key, (Instant::now(), secret.clone()));
+        Ok(secret)
+    }
+
+    /// Forgets what was read of a named Secret: the next read asks the API again.
+    pub fn forget_named(&self, namespace: &str, name: &str) {
+        self.named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Waits until every store holds its first list.
+    pub async fn wait_until_ready(&self) -> Result<(), Error> {
+        let ready = futures::future::try_join5(
+            self.statefulsets.wait_until_ready(),
+            self.pods.wait_until_ready(),
+            self.claims.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.services.wait_until_ready(),
+        );
+        let rest = futures::future::try_join3(
+            self.budgets.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.credentials.wait_until_ready(),
+        );
+        futures::future::try_join(ready, rest)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Cache("a watch stopped before its first list".into()))
+    }
+
+    /// Objects in each store, for the metrics endpoint.
+    pub fn sizes(&self) -> [(&'static str, usize); 8] {
+        [
+            ("StatefulSet", self.statefulsets.len()),
+            ("Pod", self.pods.len()),
+            ("PersistentVolumeClaim", self.claims.len()),
+            ("ConfigMap", self.config_maps.len()),
+            ("Service", self.services.len()),
+            ("PodDisruptionBudget", self.budgets.len()),
+            ("Secret", self.secrets.len()),
+            ("CredentialsSecret", self.credentials.len()),
+        ]
+    }
+}
+
+/// The events of the shared watches, as one controller reads them.
+pub struct OwnedEvents {
+    pub statefulsets: ReflectHandle<StatefulSet>,
+    pub pods: ReflectHandle<Pod>,
+}
+
+/// The watches that fill the [`Caches`]; run them with [`Feeds::run`].
+pub struct Feeds {
+    statefulsets: Writer<StatefulSet>,
+    pods: Writer<Pod>,
+    watches: Vec<BoxFuture<'static, ()>>,
+    apis: WatchedApis,
+}
+
+struct WatchedApis {
+    statefulsets: Api<StatefulSet>,
+    pods: Api<Pod>,
+}
+
+/// The caches and the watches that fill them: everything the operator owns in `namespace`
+/// (every namespace when `None`), and the credentials namespace's Secrets.
+pub fn caches(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    credentials_namespace: &str,
+    writes: Arc<WriteCounter>,
+) -> (Caches, Feeds) {
+    fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned = watcher::Config::default().labels(&labels::managed_selector());
+    let mut watches = Vec::new();
+    let claims = feed(api(client, namespace), owned.clone(), &mut watches);
+    let config_maps = feed(api(client, namespace), owned.clone(), &mut watches);
+    let services = feed(api(client, namespace), owned.clone(), &mut watches);
+    let budgets = feed(api(client, namespace), owned.clone(), &mut watches);
+    let secrets = feed(api(client, namespace), owned.clone(), &mut watches);
+    let credentials_selector = format!(
+        "{},{}=true",
+        labels::managed_selector(),
+        super::pki::CREDENTIALS
+    );
+    let credentials = feed(
+        api(client, Some(credentials_namespace)),
+        watcher::Config::default().labels(&credentials_selector),
+        &mut watches,
+    );
+    let (statefulsets_store, statefulsets) = reflector::store_shared(SHARED_BUFFER);
+    let (pods_store, pods) = reflector::store_shared(SHARED_BUFFER);
+    let caches = Caches {
+        statefulsets: statefulsets_store,
+        pods: pods_store,
+        claims,
+        config_maps,
+        services,
+        budgets,
+        secrets,
+        credentials,
+        credentials_namespace: credentials_namespace.to_string(),
+        app_covers_credentials: namespace.is_none_or(|ns| ns == credentials_namespace),
+        writes,
+        client: client.clone(),
+        named: Mutex::new(HashMap::new()),
+    };
+    let feeds = Feeds {
+        statefulsets,
+        pods,
+        watches,
+        apis: WatchedApis {
+            statefulsets: api(client, namespace),
+            pods: api(client, namespace),
+        },
+    };
+    (caches, feeds)
+}
+
+/// A store fed by a watch of `api` (not shared with a controller); the watch is pushed on
+/// `watches`.
+fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    watches: &mut Vec<BoxFuture<'static, ()>>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    watches.push(Box::pin(
+        watcher(api, config)
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .for_each(log_watch_error),
+    ));
+    store
+}
+
+impl Feeds {
+    /// The StatefulSet and Pod events, for one controller: subscribe once per controller that
+    /// runs (a subscriber nobody reads would stall the shared watch).
+    pub fn subscribe(&self) -> Option<OwnedEvents> {
+        Some(OwnedEvents {
+            statefulsets: self.statefulsets.subscribe()?,
+            pods: self.pods.subscribe()?,
+        })
+    }
+
+    /// Runs every watch until the process ends (each retries with backoff on its own).
+    pub async fn run(self) {
+        let owned = watcher::Config::default().labels(&labels::managed_selector());
+        let statefulsets = watcher(self.apis.statefulsets, owned.clone())
+            .default_backoff()
+            .modify(|o: &mut StatefulSet| o.managed_fields_mut().clear())
+            .reflect_shared(self.statefulsets)
+            .for_each(log_watch_error);
+        let pods = watcher(self.apis.pods, owned)
+            .default_backoff()
+            .modify(|o: &mut Pod| o.managed_fields_mut().clear())
+            .reflect_shared(self.pods)
+            .for_each(log_watch_error);
+        let mut all = self.watches;
+        all.push(Box::pin(statefulsets));
+        all.push(Box::pin(pods));
+        futures::future::join_all(all).await;
+    }
+}
+
+/// A watch error (the watch retries with backoff by itself): said once per failure.
+fn log_watch_error<K>(
+    event: Result<watcher::Event<K>, watcher::Error>,
+) -> futures::future::Ready<()> {
+    if let Err(e) = event {
+        tracing::warn!(error = %e, "watch of the operator's objects failed; retrying");
+    }
+    futures::future::ready(())
+}
