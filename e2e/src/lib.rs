@@ -14,6 +14,7 @@ pub mod configs;
 pub mod elasticsearch_dist;
 pub mod images;
 pub mod kubectl;
+pub mod lanes;
 pub mod layout;
 pub mod network;
 pub mod prereqs;

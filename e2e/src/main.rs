@@ -98,8 +98,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs the workspace's tests against the cluster, streaming their output.
+/// Runs the workspace's tests against the cluster: all of them in lanes side by side (see
+/// [`stateward_e2e::lanes`]; `STATEWARD_TEST_LANES`, default 2), or, with arguments, `cargo
+/// test` with those, streaming its output.
 fn test(cluster: &Cluster, args: &[String]) -> anyhow::Result<i32> {
+    if args.is_empty() {
+        let lanes = std::env::var("STATEWARD_TEST_LANES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2);
+        let binaries = stateward_e2e::lanes::build(cluster.layout().repo())?;
+        let env = [
+            ("KUBECONFIG", cluster.kubeconfig()),
+            ("STATEWARD_E2E", Path::new("1")),
+        ];
+        let passed = stateward_e2e::lanes::run(binaries, lanes, &env);
+        return Ok(if passed { 0 } else { 1 });
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(cluster.layout().repo())

@@ -5,10 +5,11 @@
 //! One scenario, in order, on one cluster (each Cassandra node takes about a minute to join):
 //! 1. three nodes; keyspace `app` with RF 2; rows written at QUORUM through CQL;
 //! 2. `kubectl scale --replicas=1` is refused (RF 2 needs two nodes) and nothing changes;
-//! 3. `kubectl scale --replicas=2`: while node 2 streams its data out the operator is killed;
-//!    a new operator process resumes the same action ID, no other node leaves, the StatefulSet
-//!    shrinks only after the verified decommission and the removed node's PVC is deleted;
-//!    every row reads back at QUORUM;
+//! 3. `kubectl scale --replicas=2`: while node 2 streams its data out the leading operator is
+//!    killed; the standby replica (a second operator process, which has written nothing so far)
+//!    takes the lease once it expires and resumes the same action ID, no other node leaves, the
+//!    StatefulSet shrinks only after the verified decommission and the removed node's PVC is
+//!    deleted; every row reads back at QUORUM;
 //! 4. `kubectl scale --replicas=3`: one node joins, then nodes 0 and 1 run a cleanup each, one
 //!    at a time; every row still reads back at QUORUM.
 //!
@@ -28,10 +29,15 @@ use stateward_operator::api::cassandra::{CassandraCluster, CassandraClusterStatu
 
 mod common;
 use common::cql::{cql_session, pod_ips, quorum, session_as, superuser};
-use common::operator::{OperatorProcess, counters, free_port, metrics, owned_reads_between};
+use common::operator::{
+    OperatorProcess, counters, free_port, lease_holder, metrics, metrics_at, owned_reads_between,
+    writes_but_the_lease,
+};
 use common::{install_crd, test_namespace, wait_for};
 
 const CLUSTER: &str = "ring";
+/// The second operator replica's identity in the leader election.
+const STANDBY: &str = "scaling-standby";
 const ROWS: i32 = 500;
 /// Leaf certificates of six minutes (renewed after four): the scenario outlives the first ones,
 /// so the pilots must take their renewed certificate while they run.
@@ -115,6 +121,24 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
     let mut env = SHORT_CERTIFICATES.to_vec();
     env.push(("STATEWARD_METRICS_ADDR", address.as_str()));
     let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, &env)?;
+    let leader = format!("e2e-operator-{ns}");
+    wait_for(
+        "the first operator leading",
+        Duration::from_secs(60),
+        || async {
+            (lease_holder(&client, &ns).await.as_deref() == Some(leader.as_str())).then_some(())
+        },
+    )
+    .await?;
+    // The second replica: a standby until the first dies.
+    let standby_port = free_port()?;
+    let standby_address = format!("127.0.0.1:{standby_port}");
+    let mut standby_env = SHORT_CERTIFICATES.to_vec();
+    standby_env.extend([
+        ("STATEWARD_METRICS_ADDR", standby_address.as_str()),
+        ("POD_NAME", STANDBY),
+    ]);
+    let standby = OperatorProcess::start_env(&cluster, &ns, &log, &standby_env)?;
     let api: Api<CassandraCluster> = Api::namespaced(client.clone(), &ns);
 
     // --- 1. three nodes, RF 2, rows at QUORUM ---
@@ -227,12 +251,29 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         describe.contains("Decommission ring-main-2: Streaming"),
         "{describe}"
     );
+    assert_operation_metrics(port).await?;
+    let standby_writes = writes_but_the_lease(&metrics(standby_port).await?);
+    assert_eq!(
+        standby_writes,
+        vec![],
+        "the standby wrote while the leader led"
+    );
     operator.kill()?;
-    eprintln!("operator killed while {action_id} streams");
+    let killed = std::time::Instant::now();
+    eprintln!("leading operator killed while {action_id} streams");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    // Without an operator nothing shrinks, whatever Cassandra does meanwhile.
+    // Without a leader nothing shrinks, whatever Cassandra does meanwhile.
     assert_eq!(statefulset_replicas(&client, &ns).await, Some(3));
-    let mut operator = OperatorProcess::start_env(&cluster, &ns, &log, SHORT_CERTIFICATES)?;
+    assert_eq!(lease_holder(&client, &ns).await, Some(leader.clone()));
+    wait_for("the standby leading", Duration::from_secs(40), || async {
+        (lease_holder(&client, &ns).await.as_deref() == Some(STANDBY)).then_some(())
+    })
+    .await?;
+    eprintln!(
+        "the standby took the lease {:.1} s after the leader was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let mut operator = standby;
 
     let s = wait_for(
         "scale-down to 2 finished",
@@ -344,6 +385,7 @@ async fn scale_down_and_up_with_verified_decommission() -> anyhow::Result<()> {
         );
     }
     assert_rows_readable(&client, &ns).await?;
+    assert_pilot_metrics(&client, &ns).await?;
     // The authentication data followed the datacenter down to two replicas and back to three.
     assert_logins(&client, &ns, &api, 3).await?;
     assert_certificates_renewed(&cluster, &client, &ns, first_expiry).await?;
@@ -459,5 +501,55 @@ async fn assert_logins(
         }
     }
     cql_session(client, ns, CLUSTER).await?;
+    Ok(())
+}
+
+/// The leader's metrics mid-decommission: the operation in flight, three pilots connected,
+/// reconciles timed.
+async fn assert_operation_metrics(port: u16) -> anyhow::Result<()> {
+    let streaming = "stateward_operations_in_flight{kind=\"CassandraCluster\",\
+                     operation=\"Decommission\",phase=\"Streaming\"}";
+    let timed = "stateward_reconcile_duration_seconds_count{kind=\"CassandraCluster\"}";
+    let shown = wait_for(
+        "the decommission in the leader's metrics",
+        Duration::from_secs(30),
+        || async {
+            let values = counters(&metrics(port).await.ok()?);
+            let connected = values
+                .iter()
+                .filter(|(name, n)| name.starts_with("stateward_pilot_connected{") && **n == 1)
+                .count();
+            (values.get(streaming) == Some(&1)
+                && connected == 3
+                && values.get(timed).is_some_and(|n| *n > 0))
+            .then_some(())
+        },
+    )
+    .await;
+    shown.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Each pilot's metrics (its probe port): the node ready and Cassandra running; node 0's
+/// cleanup counted as a verified success.
+async fn assert_pilot_metrics(client: &Client, ns: &str) -> anyhow::Result<()> {
+    for (pod, ip) in pod_ips(client, ns, CLUSTER).await? {
+        let text = metrics_at(&ip, stateward_proto::PILOT_PROBE_PORT).await?;
+        for line in [
+            "stateward_pilot_node_ready 1",
+            "stateward_pilot_database_process{state=\"running\"} 1",
+        ] {
+            anyhow::ensure!(text.contains(line), "{pod}: no {line} in\n{text}");
+        }
+        if pod.ends_with("-0") {
+            // In the pilot's memory: this pilot ran the cleanup (it was not restarted since).
+            let cleanups = "stateward_pilot_action_duration_seconds_count\
+                            {kind=\"cleanup\",result=\"succeeded\"}";
+            let counted = counters(&text).get(cleanups).copied();
+            anyhow::ensure!(
+                counted == Some(1),
+                "{pod}: {cleanups} = {counted:?} in\n{text}"
+            );
+        }
+    }
     Ok(())
 }

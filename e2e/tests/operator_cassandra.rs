@@ -76,6 +76,7 @@ impl Harness {
                 cassandra: true,
                 elasticsearch: false,
                 pilot_changes: None,
+                shutdown: stateward_operator::shutdown::Shutdown::never(),
             },
         ));
         Ok(Harness {

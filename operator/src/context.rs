@@ -8,6 +8,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use crate::apply::WriteCounter;
 use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
 pub use crate::pilots::{NoPilotReports, PilotAddress, PilotReports};
 use crate::platform::cache::{self, Caches, Feeds};
 use crate::platform::requests::ApiRequests;
@@ -30,6 +31,38 @@ pub struct Context {
     /// API requests made, by verb and resource (metrics; tests prove a steady reconcile reads
     /// nothing).
     pub requests: Arc<ApiRequests>,
+    /// Reconcile durations and errors.
+    pub metrics: Metrics,
+    /// The controllers' caches of clusters, as metrics read them at each scrape.
+    pub clusters: ClusterSamplers,
+}
+
+/// One cluster as metrics show it.
+pub struct ClusterSample {
+    pub kind: String,
+    pub phase: String,
+    /// The operation in flight and its phase.
+    pub operation: Option<(String, String)>,
+}
+
+type Sampler = Box<dyn Fn() -> Vec<ClusterSample> + Send + Sync>;
+
+/// One sampler per running controller, over its cache of clusters.
+#[derive(Default)]
+pub struct ClusterSamplers(std::sync::Mutex<Vec<Sampler>>);
+
+impl ClusterSamplers {
+    pub fn add(&self, sampler: Sampler) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sampler);
+    }
+
+    pub fn samples(&self) -> Vec<ClusterSample> {
+        let samplers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        samplers.iter().flat_map(|s| s()).collect()
+    }
 }
 
 impl Context {
@@ -66,6 +99,8 @@ impl Context {
             readiness: Readiness::default(),
             caches,
             requests,
+            metrics: Metrics::default(),
+            clusters: ClusterSamplers::default(),
         };
         (ctx, feeds)
     }

@@ -21,21 +21,23 @@ use crate::labels;
 use crate::pilots::{ClusterKey, PilotRegistry};
 use crate::platform::cache::{Feeds, OwnedEvents};
 use crate::readiness::ControllerState;
+use crate::shutdown::Shutdown;
 
 fn error_policy<K: ClusterKind>(cluster: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(cluster = %cluster.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Which controllers run, and where a pilot's change is announced (`None`: nowhere, the
-/// clusters' own watches and timers only).
+/// Which controllers run, where a pilot's change is announced (`None`: nowhere, the
+/// clusters' own watches and timers only), and what stops them.
 pub struct Controllers {
     pub cassandra: bool,
     pub elasticsearch: bool,
     pub pilot_changes: Option<Arc<PilotRegistry>>,
+    pub shutdown: Shutdown,
 }
 
-/// Fill the caches, then run the controllers until a shutdown signal.
+/// Fill the caches, then run the controllers until a shutdown is requested.
 pub async fn run(ctx: Arc<Context>, feeds: Feeds, namespace: Option<String>, which: Controllers) {
     // Subscribed before the watches start, and only for controllers that run: a subscriber
     // nobody reads would stall the shared watches.
@@ -68,23 +70,33 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds, namespace: Option<String>, whi
     }
     // Planning on an empty cache would create what exists: nothing runs before every store
     // holds its first list.
-    if let Err(e) = ctx.caches.wait_until_ready().await {
+    let filled = tokio::select! {
+        filled = ctx.caches.wait_until_ready() => filled,
+        () = which.shutdown.clone().requested() => {
+            feeding.abort();
+            return;
+        }
+    };
+    if let Err(e) = filled {
         warn!(error = %e, "the caches never filled");
         ctx.readiness.set(CACHES, ControllerState::Stopped);
         return;
     }
     info!("caches of owned objects synced");
     ctx.readiness.set(CACHES, ControllerState::Synced);
+    let shutdown = &which.shutdown;
     let cassandra = async {
         if let Some(owned) = cassandra {
-            run_kind::<CassandraCluster>(ctx.clone(), namespace.clone(), owned, cassandra_changes)
-                .await
+            let stop = shutdown.clone();
+            let (ctx, ns) = (ctx.clone(), namespace.clone());
+            run_kind::<CassandraCluster>(ctx, ns, owned, cassandra_changes, stop).await
         }
     };
     let elasticsearch = async {
         if let Some(owned) = elasticsearch {
+            let stop = shutdown.clone();
             let (ctx, ns) = (ctx.clone(), namespace.clone());
-            run_kind::<ElasticsearchCluster>(ctx, ns, owned, elasticsearch_changes).await
+            run_kind::<ElasticsearchCluster>(ctx, ns, owned, elasticsearch_changes, stop).await
         }
     };
     tokio::join!(cassandra, elasticsearch);
@@ -94,12 +106,14 @@ pub async fn run(ctx: Arc<Context>, feeds: Feeds, namespace: Option<String>, whi
 /// What `/readyz` calls the caches.
 const CACHES: &str = "owned objects cache";
 
-/// Run the controller of one database kind until a shutdown signal.
+/// Run the controller of one database kind until a shutdown is requested; in-flight
+/// reconciles finish first.
 async fn run_kind<K: ClusterKind>(
     ctx: Arc<Context>,
     namespace: Option<String>,
     owned: OwnedEvents,
     pilot_changes: Option<tokio::sync::broadcast::Receiver<ClusterKey>>,
+    shutdown: Shutdown,
 ) {
     let clusters: Api<K> = match &namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -109,6 +123,16 @@ async fn run_kind<K: ClusterKind>(
     let kind = K::kind(&()).to_string();
     ctx.readiness.set(&kind, ControllerState::Starting);
     let controller = Controller::new(clusters, watcher::Config::default());
+    ctx.clusters.add(Box::new({
+        let (store, kind) = (controller.store(), kind.clone());
+        move || {
+            store
+                .state()
+                .iter()
+                .map(|cluster| sample(&kind, cluster.as_ref()))
+                .collect()
+        }
+    }));
     let pilot_triggers = pilot_triggers(controller.store(), pilot_changes);
     let synced = tokio::spawn({
         let (store, ctx, kind) = (controller.store(), ctx.clone(), kind.clone());
@@ -143,7 +167,7 @@ async fn run_kind<K: ClusterKind>(
             }
             Some(ObjectRef::<K>::new(&cluster).within(&ns))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
@@ -158,6 +182,16 @@ async fn run_kind<K: ClusterKind>(
         .await;
     synced.abort();
     ctx.readiness.set(&kind, ControllerState::Stopped);
+}
+
+fn sample<K: ClusterKind>(kind: &str, cluster: &K) -> crate::context::ClusterSample {
+    let status = cluster.cluster_status();
+    crate::context::ClusterSample {
+        kind: kind.to_string(),
+        phase: (status.and_then(|s| s.phase.clone())).unwrap_or_else(|| "Unknown".into()),
+        operation: (status.and_then(|s| s.current_operation.as_ref()))
+            .map(|op| (op.kind.clone(), op.phase.clone())),
+    }
 }
 
 /// The clusters of kind `K` whose pilots reported a change; a receiver that lagged behind

@@ -1,6 +1,6 @@
 //! The operator's own HTTP endpoint: /healthz (the process answers), /readyz (every controller
-//! runs and its cache is synced; 503 with the reason otherwise), /metrics (Prometheus text:
-//! reconciles, writes per kind, API requests by verb and resource, cached objects).
+//! runs and its cache is synced; 503 with the reason otherwise), /metrics (OpenMetrics text, see
+//! [`crate::metrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::context::Context;
+use crate::metrics::{Snapshot, render};
 
 pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
@@ -47,42 +48,47 @@ fn respond(path: &str, ctx: &Context) -> Response<Full<Bytes>> {
         "/metrics" => (StatusCode::OK, metrics(ctx)),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
+    let content_type = if path == "/metrics" {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     response
 }
 
 fn metrics(ctx: &Context) -> String {
-    let mut out = String::from(
-        "# HELP stateward_reconciles_total Reconciles run.\n# TYPE stateward_reconciles_total counter\n",
-    );
-    out.push_str(&format!(
-        "stateward_reconciles_total {}\n",
-        ctx.reconciles.load(Ordering::Relaxed)
-    ));
-    out.push_str("# HELP stateward_writes_total API writes, by kind.\n# TYPE stateward_writes_total counter\n");
-    for (kind, count) in ctx.writes.by_kind() {
-        out.push_str(&format!(
-            "stateward_writes_total{{kind=\"{kind}\"}} {count}\n"
-        ));
+    let mut clusters = std::collections::BTreeMap::<(String, String), usize>::new();
+    let mut operations = std::collections::BTreeMap::<(String, String, String), usize>::new();
+    for sample in ctx.clusters.samples() {
+        *clusters
+            .entry((sample.kind.clone(), sample.phase))
+            .or_default() += 1;
+        if let Some((operation, phase)) = sample.operation {
+            *operations
+                .entry((sample.kind, operation, phase))
+                .or_default() += 1;
+        }
     }
-    out.push_str(
-        "# HELP stateward_api_requests_total Requests to the Kubernetes API, by verb and resource.\n\
-         # TYPE stateward_api_requests_total counter\n",
-    );
-    for ((verb, resource), count) in ctx.requests.snapshot() {
-        out.push_str(&format!(
-            "stateward_api_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}} {count}\n"
-        ));
-    }
-    out.push_str(
-        "# HELP stateward_cached_objects Objects the operator owns, in its caches, by kind.\n\
-         # TYPE stateward_cached_objects gauge\n",
-    );
-    for (kind, count) in ctx.caches.sizes() {
-        out.push_str(&format!(
-            "stateward_cached_objects{{kind=\"{kind}\"}} {count}\n"
-        ));
-    }
-    out
+    let snapshot = Snapshot {
+        reconciles: ctx.reconciles.load(Ordering::Relaxed),
+        leader: ctx.readiness.leading().unwrap_or(true),
+        writes: ctx.writes.by_kind().into_iter().collect(),
+        api_requests: ctx.requests.snapshot().into_iter().collect(),
+        cached_objects: ctx
+            .caches
+            .sizes()
+            .into_iter()
+            .map(|(kind, n)| (kind.to_string(), n))
+            .collect(),
+        clusters: clusters.into_iter().collect(),
+        operations: operations.into_iter().collect(),
+        pilots: ctx.pilots.samples(),
+    };
+    render(&ctx.metrics, snapshot)
 }

@@ -217,6 +217,12 @@ impl PilotHub {
         self.inner.changes.subscribe()
     }
 
+    /// Every watched pod's view (for metrics).
+    pub fn views(&self) -> Vec<(PodKey, PodView)> {
+        let views = self.inner.views.read().unwrap_or_else(|p| p.into_inner());
+        views.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     pub fn view(&self, pod: &PodKey) -> Option<PodView> {
         self.inner
             .views

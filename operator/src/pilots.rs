@@ -9,6 +9,7 @@ use stateward_core::model::ActionProgress;
 use stateward_proto::v1::{ActionPhase, ActionSpec, ActionState, NodeStatus};
 use tokio::sync::broadcast;
 
+use crate::metrics::PilotSample;
 use crate::pilot_client::{ClientTls, PilotHub, PilotTarget, PodKey};
 
 /// A pod whose pilot should be watched.
@@ -43,6 +44,11 @@ pub trait PilotReports: Send + Sync {
         pilot: PilotAddress<'a>,
         action_id: &'a str,
     ) -> BoxFuture<'a, ActionProgress>;
+
+    /// Every watched pilot's connection state, for metrics.
+    fn samples(&self) -> Vec<PilotSample> {
+        vec![]
+    }
 
     /// Asks the pod's pilot to start an action (idempotent by ID), without waiting for its end.
     fn start_action<'a>(
@@ -187,6 +193,21 @@ impl PilotReports for PilotRegistry {
             .filter(|((ns, _), _)| ns == namespace)
             .find_map(|(_, hub)| hub.view(&key))
             .and_then(|view| view.current().cloned())
+    }
+
+    fn samples(&self) -> Vec<PilotSample> {
+        let hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = Vec::new();
+        for ((namespace, cluster), hub) in hubs.iter() {
+            samples.extend(hub.views().into_iter().map(|(pod, view)| PilotSample {
+                namespace: namespace.clone(),
+                cluster: cluster.clone(),
+                pod: pod.name,
+                connected: view.current().is_some(),
+                report_age: view.last_message_at.map(|t| t.elapsed()),
+            }));
+        }
+        samples
     }
 
     fn track(&self, namespace: &str, cluster: &str, tls: ClientTls, pods: &[PodAddress]) {

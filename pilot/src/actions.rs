@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::driver::{ActionRun, Driver, Progress};
 use crate::fsutil::{now_ms, write_atomic};
+use crate::metrics::PilotMetrics;
 
 /// Journal entries of finished actions are kept this long, then pruned at startup.
 const KEEP_FINISHED_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -44,6 +45,7 @@ struct Entry {
 
 struct Inner<D> {
     driver: Arc<D>,
+    metrics: Arc<PilotMetrics>,
     dir: PathBuf,
     entries: Mutex<HashMap<String, Entry>>,
 }
@@ -62,7 +64,11 @@ impl<D> Clone for ActionManager<D> {
 
 impl<D: Driver> ActionManager<D> {
     /// Loads the journal and resumes unfinished actions.
-    pub async fn open(driver: Arc<D>, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn open(
+        driver: Arc<D>,
+        dir: &Path,
+        metrics: Arc<PilotMetrics>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut entries = HashMap::new();
         let mut unfinished = Vec::new();
@@ -95,6 +101,7 @@ impl<D: Driver> ActionManager<D> {
         let manager = ActionManager {
             inner: Arc::new(Inner {
                 driver,
+                metrics,
                 dir: dir.to_path_buf(),
                 entries: Mutex::new(entries),
             }),
@@ -259,6 +266,18 @@ impl<D: Driver> ActionManager<D> {
             info!(action = %id, "action succeeded");
         } else {
             warn!(action = %id, error = %result.error, "action failed");
+        }
+        if let Some(state) = self.get(id) {
+            let took = now_ms().saturating_sub(state.created_at_unix_ms);
+            let kind = state
+                .spec
+                .as_ref()
+                .map(ActionSpec::kind)
+                .unwrap_or_default();
+            let took = std::time::Duration::from_millis(u64::try_from(took).unwrap_or(0));
+            self.inner
+                .metrics
+                .action_finished(kind, result.success, took);
         }
         self.update(id, |s| {
             s.phase = if result.success {

@@ -15,6 +15,7 @@ mod driver;
 mod elasticsearch;
 mod fsutil;
 mod grpc;
+mod metrics;
 mod probes;
 mod status;
 mod tls;
@@ -100,7 +101,9 @@ async fn run<D: Driver>(common: CommonArgs, data_dir: &Path, driver: D) -> anyho
     )
     .map(Arc::new)
     .with_context(|| format!("loading TLS material from {}", common.tls_dir.display()))?;
-    let actions = ActionManager::open(driver.clone(), &fsutil::state_dir(data_dir).join("actions"))
+    let metrics = Arc::new(metrics::PilotMetrics::default());
+    let journal = fsutil::state_dir(data_dir).join("actions");
+    let actions = ActionManager::open(driver.clone(), &journal, metrics.clone())
         .await
         .context("opening the action journal")?;
     let hub = StatusHub::start(
@@ -136,6 +139,7 @@ async fn run<D: Driver>(common: CommonArgs, data_dir: &Path, driver: D) -> anyho
         probe_listener,
         driver.clone(),
         hub.clone(),
+        metrics,
         shutdown_rx.clone(),
     ));
     let grpc = tokio::spawn(grpc::serve(

@@ -3,6 +3,7 @@
 //!   (the kubelet starts the database container only after this succeeds);
 //! - `/healthz/ready`: 200 when the node is ready (see `NodeStatus.ready`);
 //! - `/healthz/live`: 200 when the pilot and the database process answer;
+//! - `/metrics`: action durations and the database's health (see [`crate::metrics`]);
 //! - `/lifecycle/pre-stop`: drains the database and answers when done; meant for the
 //!   database container's preStop hook (with a native sidecar, the pilot itself is
 //!   stopped only after the database container).
@@ -21,12 +22,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::driver::Driver;
+use crate::metrics::PilotMetrics;
 use crate::status::StatusHub;
 
 pub async fn serve<D: Driver>(
     listener: TcpListener,
     driver: Arc<D>,
     hub: StatusHub,
+    metrics: Arc<PilotMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -43,11 +46,19 @@ pub async fn serve<D: Driver>(
         };
         let driver = driver.clone();
         let hub = hub.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let driver = driver.clone();
                 let hub = hub.clone();
-                async move { Ok::<_, Infallible>(handle(req.uri().path(), &*driver, &hub).await) }
+                let metrics = metrics.clone();
+                async move {
+                    if req.uri().path() == "/metrics" {
+                        let text = metrics.render(&hub.latest(), crate::fsutil::now_ms());
+                        return Ok::<_, Infallible>(openmetrics(text));
+                    }
+                    Ok(handle(req.uri().path(), &*driver, &hub).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -96,6 +107,17 @@ async fn handle<D: Driver>(path: &str, driver: &D, hub: &StatusHub) -> Response<
         }
         _ => reply(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+fn openmetrics(text: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
 }
 
 fn reply(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -115,3 +115,15 @@ CassandraClusters it watches. Shared by the ClusterRole and the watchNamespace R
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+leaderElection.enabled, true when absent (values of an older chart, kept by --reuse-values),
+refused unless a boolean (a string "false" would read as true).
+*/}}
+{{- define "stateward.leaderElection" -}}
+{{- $on := dig "enabled" true (.Values.leaderElection | default dict) -}}
+{{- if not (kindIs "bool" $on) -}}
+{{- fail "leaderElection.enabled must be true or false" -}}
+{{- end -}}
+{{- $on -}}
+{{- end -}}

@@ -118,5 +118,14 @@ impl Drop for NamespaceGuard {
             &selector,
             "--ignore-not-found",
         ]);
+        // And the lease of its operators.
+        let _ = self.cluster.kubectl(&[
+            "delete",
+            "lease",
+            "-n",
+            operator::CREDENTIALS_NAMESPACE,
+            &format!("stateward-operator-{}", self.ns),
+            "--ignore-not-found",
+        ]);
     }
 }

@@ -42,6 +42,17 @@ impl OperatorProcess {
         Self::spawn(cluster, ns, log, cluster.kubeconfig(), "127.0.0.1:0", env)
     }
 
+    /// As [`start_env`](Self::start_env), with another kubeconfig.
+    pub fn spawn_env(
+        cluster: &Cluster,
+        ns: &str,
+        log: &Path,
+        kubeconfig: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(cluster, ns, log, kubeconfig, "127.0.0.1:0", env)
+    }
+
     /// As [`start`](Self::start), with another kubeconfig and the address of its HTTP endpoint
     /// (`/healthz`, `/readyz`, `/metrics`).
     pub fn start_with(
@@ -88,6 +99,11 @@ impl OperatorProcess {
             .env("STATEWARD_CREDENTIALS_NAMESPACE", CREDENTIALS_NAMESPACE)
             .env("STATEWARD_CREDENTIALS_SWEEP_SECONDS", "5")
             .env("RUST_LOG", "info,kube=warn")
+            // Its identity in the leader election: one per namespace, so an operator started
+            // again after a kill takes its own lease back at once (as a restarted container
+            // does). Two processes alive at once in one namespace must each be named (POD_NAME
+            // in `env`), or both would take the lease as their own.
+            .env("POD_NAME", format!("e2e-operator-{ns}"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -105,6 +121,24 @@ impl OperatorProcess {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// SIGTERM, as the kubelet stops a pod, and wait until the process exits (30 s at most,
+    /// as the kubelet's grace period; then SIGKILL and an error).
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = i32::try_from(self.child.id()).context("pid out of range")?;
+        // SAFETY: kill(2) on our own child's pid, which `wait` has not reaped yet.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        anyhow::ensure!(sent == 0, "SIGTERM to {pid} failed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.kill()?;
+        anyhow::bail!("the operator did not stop within 30 s of SIGTERM")
     }
 
     /// The last `lines` lines of the operator's log (every process that appended to it).
@@ -128,9 +162,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// The operator's `/metrics` text at `127.0.0.1:port`.
 pub async fn metrics(port: u16) -> anyhow::Result<String> {
+    metrics_at("127.0.0.1", port).await
+}
+
+/// The `/metrics` text at `host:port` (an operator's, or a pilot's on its pod's probe port).
+pub async fn metrics_at(host: &str, port: u16) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let head = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let head = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await?;
@@ -188,4 +227,31 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         }
         Err(err) => format!("(cannot read {}: {err})", path.display()),
     }
+}
+
+/// Who holds the operator's Lease in the credentials namespace (the operator of namespace `ns`),
+/// if anyone.
+pub async fn lease_holder(client: &kube::Client, ns: &str) -> Option<String> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), CREDENTIALS_NAMESPACE);
+    let lease = leases
+        .get_opt(&format!("stateward-operator-{ns}"))
+        .await
+        .ok()??;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+/// The writes (create, update, patch, delete) an operator's metrics count, but of its Lease.
+pub fn writes_but_the_lease(text: &str) -> Vec<(String, u64)> {
+    counters(text)
+        .into_iter()
+        .filter(|(name, n)| {
+            *n > 0
+                && name.starts_with("stateward_api_requests_total{")
+                && !name.contains("resource=\"leases\"")
+                && ["create", "update", "patch", "delete"]
+                    .iter()
+                    .any(|verb| name.contains(&format!("verb=\"{verb}\"")))
+        })
+        .collect()
 }

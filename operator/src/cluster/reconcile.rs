@@ -56,13 +56,18 @@ pub async fn reconcile<K: ClusterKind>(
 ) -> Result<Action, Error> {
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match reconcile_cached(cluster, ctx).await {
+    let started = std::time::Instant::now();
+    let result = match reconcile_cached(cluster, ctx.clone()).await {
         Err(Error::Stale(what)) => {
             debug!(%what, "a cache is behind the operator's last write; waiting for it");
             Ok(Action::requeue(STALE_RETRY))
         }
         other => other,
-    }
+    };
+    let cause = result.as_ref().err().map(Error::cause);
+    ctx.metrics
+        .reconciled(&K::kind(&()), started.elapsed(), cause);
+    result
 }
 
 /// The reconcile proper, on the caches (no API read when nothing changes).

@@ -2,6 +2,7 @@
 //! recording status and Events. The database modules call it; it knows no database.
 
 pub mod cache;
+pub mod leader;
 pub mod login;
 pub mod names;
 pub mod pki;
@@ -36,6 +37,33 @@ pub enum Error {
     /// A cache does not show the operator's own last write of this object yet: wait for it.
     #[error("the cache does not show the last write of {0} yet")]
     Stale(String),
+}
+
+impl Error {
+    /// A short, stable name of what went wrong, for metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(status) => match status.code {
+                    403 => "api_forbidden",
+                    404 => "api_not_found",
+                    409 => "api_conflict",
+                    422 => "api_invalid",
+                    429 => "api_throttled",
+                    500..=599 => "api_server_error",
+                    _ => "api_refused",
+                },
+                _ => "api_unreachable",
+            },
+            Error::Render(_) => "render",
+            Error::Tls(_) => "tls",
+            Error::NoNamespace | Error::NoUid => "invalid_object",
+            Error::UnusableCa(_) => "unusable_ca",
+            Error::MissingCa { .. } => "missing_ca",
+            Error::Cache(_) => "cache",
+            Error::Stale(_) => "stale_cache",
+        }
+    }
 }
 
 pub trait KubeContext<T> {
