@@ -23,6 +23,10 @@ pub const ETCD_VERSION: &str = "v3.6.8";
 pub const COREDNS_VERSION: &str = "v1.14.7";
 pub const LOCAL_PATH_PROVISIONER_VERSION: &str = "v0.0.30";
 pub const HELM_VERSION: &str = "v3.20.2";
+/// Benchmark only (`e2e/bench/scale.sh`): simulated nodes and pods.
+pub const KWOK_VERSION: &str = "v0.8.0";
+/// Benchmark only: Elastic's operator, measured beside ours.
+pub const ECK_VERSION: &str = "v3.5.0";
 
 /// One upstream Go component: a go.mod directory and the commands built from it.
 pub struct Component {
@@ -118,6 +122,40 @@ pub fn helm() -> Component {
             "-s -w -X helm.sh/helm/v3/internal/version.version={}",
             HELM_VERSION
         ),
+    }
+}
+
+/// kwok: a controller that makes Nodes and the Pods bound to them look Running without any
+/// container, so the benchmark can hold hundreds of clusters on two cores.
+pub fn kwok() -> Component {
+    Component {
+        name: "kwok",
+        version: KWOK_VERSION,
+        commands: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
+        ldflags: "-s -w".into(),
+    }
+}
+
+/// ECK's operator binary (`elastic-operator manager`), measured side by side with ours.
+pub fn eck() -> Component {
+    Component {
+        name: "eck",
+        version: ECK_VERSION,
+        commands: &[("github.com/elastic/cloud-on-k8s/v3/cmd", "elastic-operator")],
+        ldflags: format!(
+            "-s -w -X github.com/elastic/cloud-on-k8s/v3/pkg/about.version={}",
+            ECK_VERSION.trim_start_matches('v')
+        ),
+    }
+}
+
+/// The components built on demand (`cargo dev tool NAME`), never by `up`.
+pub fn tool(name: &str) -> Option<Component> {
+    match name {
+        "kwok" => Some(kwok()),
+        "eck" => Some(eck()),
+        "helm" => Some(helm()),
+        _ => None,
     }
 }
 

@@ -41,6 +41,8 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build an upstream tool the benchmarks use (kwok, eck, helm) and print its binary's path.
+    Tool { name: String },
     /// Run our kubectl with the cluster's kubeconfig: `cargo dev kubectl -- get pods -A`.
     Kubectl {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -83,6 +85,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Verb::Test { args } => {
             let cluster = cluster::up_with_images(&layout)?;
             return test(&cluster, &args);
+        }
+        Verb::Tool { name } => {
+            let component = stateward_e2e::components::tool(&name)
+                .with_context(|| format!("no tool named {name:?} (kwok, eck, helm)"))?;
+            stateward_e2e::components::ensure_built(&layout, &component)?;
+            let binary = component.commands[0].1;
+            println!("{}", component.binary(&layout, binary).display());
         }
         Verb::Kubectl { args } => {
             let kubeconfig = layout.kubeconfig();
