@@ -268,7 +268,7 @@ measure() { # $1 operator, $2 N: prints one table row
   "$objects" "$n" >"$work/$op-$n.yaml"
   conv=$(k apply -f "$work/$op-$n.yaml" >/dev/null && wait_converged "$res" "$ns" "$n")
   k wait pods -n "$ns" --all --for=condition=Ready --timeout=600s >/dev/null
-  sleep 10 # let the first wave of requeues pass before the idle window
+  sleep "${SETTLE_SECONDS:-10}" # let the first wave of requeues pass before the idle window
   rss0=$(rss_mib "$op_pid")
   c0=$(cpu_seconds "$op_pid"); r0=$(metric_sum "$metrics" "$(api_counter "$op")")
   sleep "$IDLE_SECONDS"
