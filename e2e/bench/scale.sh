@@ -33,10 +33,12 @@ KUBECONFIG=$("$dev" up 2>"$work/up.log") || { cat "$work/up.log" >&2; exit 1; }
 export KUBECONFIG
 kwok=$("$dev" tool kwok 2>>"$work/up.log")
 eck=$("$dev" tool eck 2>>"$work/up.log")
-kubectl="$(dirname "$($dev tool helm)")/../kubernetes-v1.36.3/kubectl"
+kubectl=$("$dev" tool kubectl 2>>"$work/up.log")
 k() { "$kubectl" "$@"; }
-stage_dir=$(GOTOOLCHAIN=go1.26.5 go env GOMODCACHE)/sigs.k8s.io/kwok@v0.8.0/kustomize/stage
-eck_crds=$(GOTOOLCHAIN=go1.26.5 go env GOMODCACHE)/github.com/elastic/cloud-on-k8s/v3@v3.5.0/config/crds/v1/all-crds.yaml
+# kwok's stage files and ECK's CRDs, from the module cache the builds filled.
+modules=$(GOTOOLCHAIN=go1.26.5 go env GOMODCACHE)
+stage_dir=$modules/sigs.k8s.io/kwok@v0.8.0/kustomize/stage
+eck_crds=$modules/github.com/elastic/cloud-on-k8s/v3@v3.5.0/config/crds/v1/all-crds.yaml
 
 pids=()
 cleanup() {
@@ -254,13 +256,35 @@ pod_to_status() { # $1 kind, $2 cluster name, $3 namespace, $4 pod; prints secon
   echo "timeout"
 }
 
+# The median of PROBES latencies; "timeout" if any probe timed out.
+median() {
+  if printf '%s\n' "$@" | grep -qx timeout; then echo timeout; return; fi
+  printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
+}
+
+# After a restart: wait until the operator has reconciled every cluster once.
+wait_reconciled() { # $1 histogram, $2 label filter, $3 N
+  local got
+  for _ in $(seq 1200); do
+    got=$(curl -fsS "$metrics" | awk -v m="$1_count" -v f="$2" \
+      'index($1, m"{") == 1 && $1 ~ f {s += $NF} END {print s + 0}')
+    [ "${got%.*}" -ge "$3" ] && return
+    sleep 0.5
+  done
+  echo "the operator did not reconcile $3 clusters after a restart" >&2
+  exit 1
+}
+
 measure() { # $1 operator, $2 N: prints one table row
-  local op=$1 n=$2 ns res objects pod_of conv rss0 rss1 c0 c1 r0 r1 lat p50 p99 i
+  local op=$1 n=$2 ns res objects prefix pod_suffix counter hist filter
+  local conv rss0 rss1 c0 c1 r0 r1 lat p50 p99 i
   case $op in
-    stateward) ns=bench-stateward; res=cassandraclusters; objects=cassandra_clusters
-      pod_of() { echo "c$1-main-0"; } ;;
-    eck) ns=bench-eck; res=elasticsearches; objects=eck_clusters
-      pod_of() { echo "e$1-es-main-0"; } ;;
+    stateward) ns=bench-stateward res=cassandraclusters objects=cassandra_clusters prefix=c
+      pod_suffix=-main-0 counter=stateward_api_requests_total
+      hist=stateward_reconcile_duration_seconds filter='kind="CassandraCluster"' ;;
+    eck) ns=bench-eck res=elasticsearches objects=eck_clusters prefix=e
+      pod_suffix=-es-main-0 counter=rest_client_requests_total
+      hist=controller_runtime_reconcile_time_seconds filter='controller="elasticsearch-controller"' ;;
   esac
   k create namespace "$ns" >/dev/null
   k create namespace "$ns-system" >/dev/null
@@ -270,44 +294,30 @@ measure() { # $1 operator, $2 N: prints one table row
   k wait pods -n "$ns" --all --for=condition=Ready --timeout=600s >/dev/null
   sleep "${SETTLE_SECONDS:-10}" # let the first wave of requeues pass before the idle window
   rss0=$(rss_mib "$op_pid")
-  c0=$(cpu_seconds "$op_pid"); r0=$(metric_sum "$metrics" "$(api_counter "$op")")
+  c0=$(cpu_seconds "$op_pid"); r0=$(metric_sum "$metrics" "$counter")
   sleep "$IDLE_SECONDS"
-  c1=$(cpu_seconds "$op_pid"); r1=$(metric_sum "$metrics" "$(api_counter "$op")")
+  c1=$(cpu_seconds "$op_pid"); r1=$(metric_sum "$metrics" "$counter")
   curl -fsS "$metrics" >"$work/$op-$n-idle.metrics" # kept for a closer look
   noise_secrets "$SECRETS" | k apply -f - >/dev/null
   sleep 10
   rss1=$(rss_mib "$op_pid")
   lat=()
-  for i in $(seq 1 "$PROBES"); do lat+=("$(pod_to_status "$op" "$([ "$op" = eck ] && echo e$i || echo c$i)" "$ns" "$(pod_of "$i")")"); done
+  for i in $(seq 1 "$PROBES"); do
+    lat+=("$(pod_to_status "$op" "$prefix$i" "$ns" "$prefix$i$pod_suffix")")
+  done
   stop_operator
   start_operator "$op"
-  wait_converged_after_restart "$op" "$n"
-  p50=$(quantile "$metrics" "$(histogram "$op")" "$(histogram_filter "$op")" 0.5)
-  p99=$(quantile "$metrics" "$(histogram "$op")" "$(histogram_filter "$op")" 0.99)
+  wait_reconciled "$hist" "$filter" "$n"
+  p50=$(quantile "$metrics" "$hist" "$filter" 0.5)
+  p99=$(quantile "$metrics" "$hist" "$filter" 0.99)
   # Deleted while the operator runs, which owns their finalizers.
   k delete "$res" -n "$ns" --all --wait=true --timeout=600s >/dev/null
   stop_operator
   printf '%-9s %5d %9.1f %8s %8s %8.2f %8.0f %9s %9s %8s\n' "$op" "$n" "$conv" "$rss0" "$rss1" \
     "$(echo "($c1 - $c0) * 60 / $IDLE_SECONDS" | bc -l)" \
-    "$(echo "($r1 - $r0) * 60 / $IDLE_SECONDS" | bc -l)" "$p50" "$p99" \
-    "$(printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')"
+    "$(echo "($r1 - $r0) * 60 / $IDLE_SECONDS" | bc -l)" "$p50" "$p99" "$(median "${lat[@]}")"
   k delete namespace "$ns" "$ns-system" bench-noise --wait=true --timeout=600s >/dev/null
   k create namespace bench-noise >/dev/null
-}
-api_counter() { case $1 in stateward) echo stateward_api_requests_total ;; eck) echo rest_client_requests_total ;; esac; }
-histogram() { case $1 in stateward) echo stateward_reconcile_duration_seconds ;; eck) echo controller_runtime_reconcile_time_seconds ;; esac; }
-histogram_filter() { case $1 in stateward) echo 'kind="CassandraCluster"' ;; eck) echo 'controller="elasticsearch-controller"' ;; esac; }
-# After a restart: wait until the operator has reconciled every cluster once.
-wait_converged_after_restart() {
-  local want=$2 got
-  for _ in $(seq 1200); do
-    got=$(curl -fsS "$metrics" | awk -v m="$(histogram "$1")_count" -v f="$(histogram_filter "$1")" \
-      'index($1, m"{") == 1 && $1 ~ f {s += $NF} END {print s + 0}')
-    [ "${got%.*}" -ge "$want" ] && return
-    sleep 0.5
-  done
-  echo "the $1 operator did not reconcile $want clusters after a restart" >&2
-  exit 1
 }
 
 for ns in bench-stateward bench-stateward-system bench-eck bench-eck-system bench-noise; do

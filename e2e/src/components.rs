@@ -149,12 +149,13 @@ pub fn eck() -> Component {
     }
 }
 
-/// The components built on demand (`cargo dev tool NAME`), never by `up`.
-pub fn tool(name: &str) -> Option<Component> {
+/// A binary the benchmarks run, by name (`cargo dev tool NAME`), with the component that
+/// builds it. kwok and ECK are built on demand, never by `up`.
+pub fn tool(name: &str) -> Option<(Component, &'static str)> {
     match name {
-        "kwok" => Some(kwok()),
-        "eck" => Some(eck()),
-        "helm" => Some(helm()),
+        "kwok" => Some((kwok(), "kwok")),
+        "eck" => Some((eck(), "elastic-operator")),
+        "kubectl" => Some((kubernetes(), "kubectl")),
         _ => None,
     }
 }

@@ -41,7 +41,7 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build an upstream tool the benchmarks use (kwok, eck, helm) and print its binary's path.
+    /// Build an upstream tool the benchmarks use (kwok, eck, kubectl) and print its binary's path.
     Tool { name: String },
     /// Run our kubectl with the cluster's kubeconfig: `cargo dev kubectl -- get pods -A`.
     Kubectl {
@@ -87,10 +87,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return test(&cluster, &args);
         }
         Verb::Tool { name } => {
-            let component = stateward_e2e::components::tool(&name)
-                .with_context(|| format!("no tool named {name:?} (kwok, eck, helm)"))?;
+            let (component, binary) = stateward_e2e::components::tool(&name)
+                .with_context(|| format!("no tool named {name:?} (kwok, eck, kubectl)"))?;
             stateward_e2e::components::ensure_built(&layout, &component)?;
-            let binary = component.commands[0].1;
             println!("{}", component.binary(&layout, binary).display());
         }
         Verb::Kubectl { args } => {
