@@ -55,6 +55,8 @@ cleanup() {
     --ignore-not-found --wait=false >/dev/null 2>&1 || true
   k delete nodes -l stateward.io/bench=kwok --ignore-not-found >/dev/null 2>&1 || true
   k delete storageclass kwok-volume --ignore-not-found >/dev/null 2>&1 || true
+  # ECK's CRDs go too: its short name `es` would shadow ours for everyone on this cluster.
+  k delete -f "$eck_crds" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   ip route del unreachable 10.250.0.0/16 2>/dev/null || true
 }
 trap cleanup EXIT
