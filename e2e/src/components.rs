@@ -27,6 +27,9 @@ pub const HELM_VERSION: &str = "v3.20.2";
 pub const KWOK_VERSION: &str = "v0.8.0";
 /// Benchmark only: Elastic's operator, measured beside ours.
 pub const ECK_VERSION: &str = "v3.5.0";
+/// prometheus-operator's monitoring API, whose ServiceMonitor and PodMonitor CRDs the chart's
+/// monitoring objects are checked against (the root module is not served; this one is).
+pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.95.2";
 
 /// One upstream Go component: a go.mod directory and the commands built from it.
 pub struct Component {
@@ -147,6 +150,59 @@ pub fn eck() -> Component {
             ECK_VERSION.trim_start_matches('v')
         ),
     }
+}
+
+/// controller-gen (sigs.k8s.io/controller-tools), pinned beside prometheus-operator's API types
+/// it turns into CRDs: the same generator upstream publishes its CRDs with.
+pub fn prometheus_operator_crds() -> Component {
+    Component {
+        name: "prometheus-operator",
+        version: PROMETHEUS_OPERATOR_VERSION,
+        commands: &[(
+            "sigs.k8s.io/controller-tools/cmd/controller-gen",
+            "controller-gen",
+        )],
+        ldflags: "-s -w".into(),
+    }
+}
+
+/// prometheus-operator's `monitoring.coreos.com/v1` CRDs (ServiceMonitor, PodMonitor and the
+/// rest), generated once from the pinned API types; returns their directory.
+pub fn monitoring_crds(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let component = prometheus_operator_crds();
+    ensure_built(layout, &component)?;
+    let dir = component.bin_dir(layout).join("crds");
+    if dir
+        .join("monitoring.coreos.com_servicemonitors.yaml")
+        .is_file()
+    {
+        return Ok(dir);
+    }
+    // Generated aside and renamed into place, so a reader never sees half a directory.
+    let partial = component.bin_dir(layout).join("crds.partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    let package = "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1";
+    let log = layout.build_logs().join("prometheus-operator-crds.log");
+    // controller-gen loads the types through `go list`: the Go found for builds goes first.
+    let go = crate::prereqs::go()?;
+    let go_dir = go.parent().context("Go's directory")?;
+    let path = std::env::join_paths(std::iter::once(go_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .context("PATH with Go")?;
+    cmd::run_logged(
+        Command::new(component.binary(layout, "controller-gen"))
+            .current_dir(layout.upstream(component.name))
+            .env("GOTOOLCHAIN", GO_TOOLCHAIN)
+            .env("PATH", path)
+            .arg("crd:crdVersions=v1,maxDescLen=0")
+            .arg(format!("paths={package}"))
+            .arg(format!("output:crd:dir={}", partial.display())),
+        &log,
+    )
+    .context("generating prometheus-operator's CRDs")?;
+    std::fs::rename(&partial, &dir).with_context(|| format!("rename into {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// A binary the benchmarks run, by name (`cargo dev tool NAME`), with the component that

@@ -230,7 +230,7 @@ async fn scale_down_with_verified_evacuation_and_a_rolling_restart() -> anyhow::
     move_master_to_node_2(&client, &ns).await?;
 
     // --- 3. a scale-down the replicas cannot survive is refused ---
-    cluster.kubectl(&["scale", "es", CLUSTER, "-n", &ns, "--replicas=1"])?;
+    cluster.kubectl(&["scale", "esc", CLUSTER, "-n", &ns, "--replicas=1"])?;
     // Right after the master moved, a pilot may not have read the indices yet: the refusal
     // then names the quorum, and names the index once the indices are known.
     let refused = wait_for(
@@ -267,7 +267,7 @@ async fn scale_down_with_verified_evacuation_and_a_rolling_restart() -> anyhow::
     assert!(!events.trim().is_empty(), "a Warning Event says so");
 
     // --- 4. scale to 2: evacuation, operator killed, resumed, master handed over ---
-    cluster.kubectl(&["scale", "es", CLUSTER, "-n", &ns, "--replicas=2"])?;
+    cluster.kubectl(&["scale", "esc", CLUSTER, "-n", &ns, "--replicas=2"])?;
     let leaving = format!("{CLUSTER}-main-2");
     wait_for(
         "node 2 excluded from allocation",
@@ -315,7 +315,7 @@ async fn scale_down_with_verified_evacuation_and_a_rolling_restart() -> anyhow::
         .filter(|r| r.kind == "Decommission")
         .collect();
     assert_eq!(removals.len(), 1, "exactly one removal: {removals:?}");
-    let describe = cluster.kubectl(&["describe", "es", "-n", &ns, CLUSTER])?;
+    let describe = cluster.kubectl(&["describe", "esc", "-n", &ns, CLUSTER])?;
     for expected in ["Waiting", "from shard allocation", "DecommissionSucceeded"] {
         assert!(
             describe.contains(expected),
@@ -326,7 +326,7 @@ async fn scale_down_with_verified_evacuation_and_a_rolling_restart() -> anyhow::
     // --- 5. a setting change restarts the nodes one at a time, health kept ---
     cluster.kubectl(&[
         "patch",
-        "es",
+        "esc",
         CLUSTER,
         "-n",
         &ns,

@@ -147,7 +147,15 @@ async fn hub_watches_reconnects_and_runs_actions() -> anyhow::Result<()> {
     let v = wait(true, "connected").await?;
     let status = v.current().context("no current status")?;
     assert_eq!(status.process_state(), ProcessState::NotRunning);
-    assert!(changes.try_recv().is_ok(), "a change was announced");
+    // Announced (a receiver that fell behind the hub's few slots hears Lagged: still a change).
+    let announced = changes.try_recv();
+    assert!(
+        !matches!(
+            announced,
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a change was announced: {announced:?}"
+    );
 
     // Unsupported action (an Elasticsearch one): refused at once, not retried forever.
     let spec = ActionSpec {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -122,7 +122,17 @@ async fn run_kind<K: ClusterKind>(
     info!(namespace = ?namespace, kind = K::kind(&()).as_ref(), "starting controller");
     let kind = K::kind(&()).to_string();
     ctx.readiness.set(&kind, ControllerState::Starting);
-    let controller = Controller::new(clusters, watcher::Config::default());
+    // Controller::new's watch, but without managedFields in the store: every writer of a
+    // cluster (kubectl, the operator's status) adds an entry, and nothing here reads them.
+    let (store, writer) = reflector::store();
+    let watch = watcher(
+        clusters,
+        crate::platform::cache::paged(watcher::Config::default()),
+    )
+    .modify(|cluster: &mut K| cluster.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(watch, store);
     ctx.clusters.add(Box::new({
         let (store, kind) = (controller.store(), kind.clone());
         move || {

@@ -186,7 +186,9 @@ pub struct PilotHub {
 
 impl PilotHub {
     pub fn new(tls: ClientTls) -> Self {
-        let (changes, _) = broadcast::channel(256);
+        // Its one reader forwards "this cluster changed" whatever it receives (a lag included),
+        // so a few slots suffice; every slot is allocated up front, for each cluster.
+        let (changes, _) = broadcast::channel(4);
         PilotHub {
             inner: Arc::new(Inner {
                 tls: RwLock::new(tls),

@@ -108,6 +108,8 @@ fn reserved_keys_message() -> String {
     kind = "ElasticsearchCluster",
     plural = "elasticsearchclusters",
     shortname = "es",
+    // ECK's Elasticsearch kind also claims `es` and wins where both are installed; `esc` is ours alone.
+    shortname = "esc",
     category = "stateward",
     namespaced,
     status = "ElasticsearchClusterStatus",
@@ -503,6 +505,7 @@ mod tests {
         let crd = crd_json();
         let names = &crd["spec"]["names"];
         assert_eq!(names["shortNames"][0], "es");
+        assert_eq!(names["shortNames"][1], "esc");
         assert_eq!(names["categories"][0], "stateward");
         assert_eq!(crd["spec"]["scope"], "Namespaced");
         let version = &crd["spec"]["versions"][0];

@@ -31,6 +31,21 @@ use crate::labels;
 /// Events a shared watch may hold for a slow controller before the watch waits for it.
 const SHARED_BUFFER: usize = 256;
 
+/// Objects per page of a watch's initial list. A page is parsed whole, managedFields included,
+/// before they are stripped: with 500 clusters, kube's default of 500 put the heap's peak
+/// ~23 MiB above its steady size (heaptrack); at 50 the peak is the steady size.
+const LIST_PAGE_SIZE: u32 = 50;
+
+/// The watch of every object the operator owns (by label), listed in small pages.
+fn owned_watch() -> watcher::Config {
+    paged(watcher::Config::default().labels(&labels::managed_selector()))
+}
+
+/// `config` with the initial list in pages of [`LIST_PAGE_SIZE`].
+pub fn paged(config: watcher::Config) -> watcher::Config {
+    config.page_size(LIST_PAGE_SIZE)
+}
+
 /// The stores a reconcile reads.
 pub struct Caches {
     statefulsets: Store<StatefulSet>,
@@ -251,7 +266,7 @@ pub fn caches(
             None => Api::all(client.clone()),
         }
     }
-    let owned = watcher::Config::default().labels(&labels::managed_selector());
+    let owned = owned_watch();
     let mut watches = Vec::new();
     let claims = feed(api(client, namespace), owned.clone(), &mut watches);
     let config_maps = feed(api(client, namespace), owned.clone(), &mut watches);
@@ -265,7 +280,7 @@ pub fn caches(
     );
     let credentials = feed(
         api(client, Some(credentials_namespace)),
-        watcher::Config::default().labels(&credentials_selector),
+        paged(watcher::Config::default().labels(&credentials_selector)),
         &mut watches,
     );
     let (statefulsets_store, statefulsets) = reflector::store_shared(SHARED_BUFFER);
@@ -336,7 +351,7 @@ impl Feeds {
 
     /// Runs every watch until the process ends (each retries with backoff on its own).
     pub async fn run(self) {
-        let owned = watcher::Config::default().labels(&labels::managed_selector());
+        let owned = owned_watch();
         let statefulsets = watcher(self.apis.statefulsets, owned.clone())
             .default_backoff()
             .modify(|o: &mut StatefulSet| o.managed_fields_mut().clear())
@@ -344,7 +359,7 @@ impl Feeds {
             .for_each(log_watch_error);
         let pods = watcher(self.apis.pods, owned)
             .default_backoff()
-            .modify(|o: &mut Pod| o.managed_fields_mut().clear())
+            .modify(slim_pod)
             .reflect_shared(self.pods)
             .for_each(log_watch_error);
         let mut all = self.watches;
@@ -352,6 +367,15 @@ impl Feeds {
         all.push(Box::pin(pods));
         futures::future::join_all(all).await;
     }
+}
+
+/// A pod as the caches keep it: metadata and status. The reconcile reads a pod's labels,
+/// UID, deletion and status (readiness, IP, container states), never its spec, which the
+/// StatefulSet's template already holds; in memory (k8s-openapi's types) a node's pod spec
+/// cost ~30 KB, the largest share of the caches at 500 clusters.
+fn slim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.spec = None;
 }
 
 /// A watch error (the watch retries with backoff by itself): said once per failure.
