@@ -179,12 +179,16 @@ async fn run_kind<K: ClusterKind>(
         })
         .graceful_shutdown_on(shutdown.requested())
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
+        .for_each(|result| async {
             match result {
                 Ok(_) => {}
-                // A cluster deleted while a reconcile of it was scheduled: nothing to do.
+                // A cluster deleted while a reconcile of it was scheduled (its children's
+                // deletion wakes it too): nothing to do but forget its pilots.
                 Err(controller::Error::ObjectNotFound(object)) => {
-                    debug!(%object, "scheduled reconcile of a cluster that is gone")
+                    debug!(%object, "scheduled reconcile of a cluster that is gone");
+                    if let Some(ns) = &object.namespace {
+                        ctx.pilots.forget(ns, &object.name);
+                    }
                 }
                 Err(e) => warn!(error = %e, "controller event"),
             }

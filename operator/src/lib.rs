@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod controller;
+pub mod cpu_time;
 pub mod elasticsearch;
 pub mod http;
 pub mod labels;

@@ -497,7 +497,10 @@ impl PilotHub {
         let mut backoff = backoff_builder.build();
         loop {
             let mut got_message = false;
-            let err = self.watch_once(&target, &mut got_message).await;
+            // Boxed, so a task waiting out its backoff holds a pointer, not the ~4 KB of a
+            // connection attempt's state (one task per pod, hundreds of them unreachable at
+            // scale).
+            let err = Box::pin(self.watch_once(&target, &mut got_message)).await;
             if got_message {
                 // The stream worked; the next reconnect starts from the shortest delay.
                 backoff = backoff_builder.build();

@@ -38,6 +38,9 @@ pub trait PilotReports: Send + Sync {
     /// cluster), authenticating with the cluster's operator client certificate.
     fn track(&self, _namespace: &str, _cluster: &str, _tls: ClientTls, _pods: &[PodAddress]) {}
 
+    /// Stop watching a deleted cluster's pilots and drop what is known of them.
+    fn forget(&self, _namespace: &str, _cluster: &str) {}
+
     /// What the pod's pilot says of an action, one call; unknown when it cannot be asked.
     fn action<'a>(
         &'a self,
@@ -225,6 +228,20 @@ impl PilotReports for PilotRegistry {
             });
         }
         hub.retain(|p| pods.iter().any(|pod| pod.name == p.name));
+    }
+
+    fn forget(&self, namespace: &str, cluster: &str) {
+        let key = (namespace.to_string(), cluster.to_string());
+        let removed = self
+            .hubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        // Aborting the watch tasks drops their handles on the hub; its change channel then
+        // closes and the task forwarding its changes ends.
+        if let Some(hub) = removed {
+            hub.retain(|_| false);
+        }
     }
 
     fn action<'a>(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stateward_proto::v1::NodeStatus;
+use stateward_proto::v1::{NodeStatus, ProcessState};
 use tokio::sync::watch;
 
 use crate::actions::ActionManager;
@@ -59,15 +59,7 @@ impl StatusHub {
             let mut sequence = 0u64;
             loop {
                 ticker.tick().await;
-                let mut s =
-                    match tokio::time::timeout(Duration::from_secs(5), driver.observe()).await {
-                        Ok(s) => s,
-                        Err(_) => NodeStatus {
-                            problems: vec!["observing the database timed out".into()],
-                            not_ready_reason: "observing the database timed out".into(),
-                            ..Default::default()
-                        },
-                    };
+                let mut s = observe(driver.as_ref(), &tx, &mut sequence).await;
                 pod.stamp(&mut s);
                 s.database = driver.kind() as i32;
                 s.pilot_instance_id = instance.clone();
@@ -89,6 +81,68 @@ impl StatusHub {
 
     pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
         self.tx.subscribe()
+    }
+}
+
+/// One observation of the node; while a slow one goes on, a hung database is published as
+/// not ready ([`stalled`]).
+async fn observe<D: Driver>(
+    driver: &D,
+    tx: &watch::Sender<NodeStatus>,
+    sequence: &mut u64,
+) -> NodeStatus {
+    let observation = tokio::time::timeout(OBSERVE_LIMIT, driver.observe());
+    tokio::pin!(observation);
+    let outcome = match tokio::time::timeout(STALL, &mut observation).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // Slow: a hung database, or a slow part of a healthy one's observation (a login
+            // check, a busy master). The cheapest question tells which; a hung one is said
+            // now, while the observation goes on.
+            let probe = tokio::time::timeout(PROBE_LIMIT, driver.process_answers());
+            if !probe.await.unwrap_or(false) {
+                let marked = stalled(&tx.borrow());
+                publish(tx, marked, sequence);
+            }
+            observation.await
+        }
+    };
+    outcome.unwrap_or_else(|_| NodeStatus {
+        problems: vec!["observing the database timed out".into()],
+        not_ready_reason: "observing the database timed out".into(),
+        ..Default::default()
+    })
+}
+
+/// How long one observation of the database may take before it counts as failed.
+const OBSERVE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long an observation may take before the pilot asks whether the database answers at
+/// all, and how long that answer may take. A healthy node answers in milliseconds; a hung
+/// (stopped) process never does, and the operator shows it within about the sum of these and
+/// one poll interval (the goal is 2 s).
+const STALL: Duration = Duration::from_millis(600);
+const PROBE_LIMIT: Duration = Duration::from_millis(400);
+
+/// The status of a database that does not answer: what the pilot itself fills (identity,
+/// disk, action) kept from the last status, and what the database fills reset as for one
+/// that does not run (the contract's NOT_RUNNING covers a hung process). A pause that long
+/// (a long GC, say) is one for clients too.
+fn stalled(last: &NodeStatus) -> NodeStatus {
+    let why = format!(
+        "the database has not answered for {:.1} s",
+        (STALL + PROBE_LIMIT).as_secs_f32()
+    );
+    NodeStatus {
+        process_state: ProcessState::NotRunning as i32,
+        ready: false,
+        not_ready_reason: why.clone(),
+        problems: vec![why],
+        version: String::new(),
+        data_bytes: None,
+        detail: None,
+        observed_at_unix_ms: now_ms(),
+        ..last.clone()
     }
 }
 
@@ -153,6 +207,33 @@ mod tests {
         assert!(!differs(&new, &cur));
         new.pod_uid = "uid-2".into();
         assert!(differs(&new, &cur));
+    }
+
+    #[test]
+    fn a_stall_reports_the_database_not_running_and_keeps_the_pilots_part() {
+        let last = NodeStatus {
+            ready: true,
+            process_state: ProcessState::Running as i32,
+            version: "5.0.9".into(),
+            pod_uid: "u1".into(),
+            free_disk_bytes: Some(1 << 30),
+            sequence: 3,
+            ..Default::default()
+        };
+        let s = stalled(&last);
+        assert!(!s.ready);
+        assert_eq!(s.process_state(), ProcessState::NotRunning);
+        assert_eq!(
+            s.not_ready_reason,
+            "the database has not answered for 1.0 s"
+        );
+        assert_eq!(s.problems, vec![s.not_ready_reason.clone()]);
+        assert_eq!((s.version.as_str(), s.data_bytes), ("", None));
+        assert_eq!(
+            (s.pod_uid.as_str(), s.free_disk_bytes),
+            ("u1", Some(1 << 30))
+        );
+        assert!(differs(&s, &last));
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub async fn reconcile<K: ClusterKind>(
     ctx.reconciles
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let result = match reconcile_cached(cluster, ctx.clone()).await {
+    let (result, cpu) = crate::cpu_time::cpu_timed(reconcile_cached(cluster, ctx.clone())).await;
+    let result = match result {
         Err(Error::Stale(what)) => {
             debug!(%what, "a cache is behind the operator's last write; waiting for it");
             Ok(Action::requeue(STALE_RETRY))
@@ -66,7 +67,7 @@ pub async fn reconcile<K: ClusterKind>(
     };
     let cause = result.as_ref().err().map(Error::cause);
     ctx.metrics
-        .reconciled(&K::kind(&()), started.elapsed(), cause);
+        .reconciled(&K::kind(&()), started.elapsed(), cpu, cause);
     result
 }
 
@@ -79,6 +80,7 @@ async fn reconcile_cached<K: ClusterKind>(
     let names = Names::of(cluster.as_ref());
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go with the owner references; PVCs follow the StatefulSets' retention policy.
+        ctx.pilots.forget(&ns, &names.cluster);
         return Ok(Action::await_change());
     }
     // The cluster itself comes from the controller's cache: never plan on a copy older than
