@@ -55,8 +55,11 @@ database_pid() {
 }
 
 # Seconds from the signal to the first status showing the node not ready.
+# Runs in a subshell (its output is captured), which does not inherit the EXIT trap: set its own,
+# so that a stopped process is continued however the probe ends.
 probe() {
-  local signal=$1 log=$work/watch-$1-$2.log t0 line at
+  local signal=$1 log=$work/watch-$1-$2.log t0 line at deadline
+  trap cleanup EXIT
   k wait "$KIND/$NAME" -n "$NAMESPACE" --for=jsonpath="$node_ready"=true --timeout=600s >/dev/null
   pid=$(database_pid)
   # Every status change, stamped on arrival; the first line is the current status.
@@ -67,9 +70,14 @@ probe() {
   until [ -s "$log" ]; do sleep 0.05; done
   t0=$EPOCHREALTIME
   kill "-$signal" "$pid"
+  deadline=$((SECONDS + 60))
   while :; do
     at=$(awk -v t0="$t0" '$1 > t0 && $2 != "true" { print $1; exit }' "$log")
     [ -n "$at" ] && break
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "the status did not show $POD not ready within 60 s of SIG$signal" >&2
+      exit 1
+    fi
     sleep 0.02
   done
   stop_watch
@@ -81,7 +89,10 @@ probe() {
 printf '%-8s %7s %8s %8s  %s\n' signal probes median worst each
 for signal in $SIGNALS; do
   times=()
-  for i in $(seq "$PROBES"); do times+=("$(probe "$signal" "$i")"); done
+  for i in $(seq "$PROBES"); do
+    took=$(probe "$signal" "$i") # a failed probe stops the run (set -e)
+    times+=("$took")
+  done
   sorted=$(printf '%s\n' "${times[@]}" | sort -n)
   median=$(echo "$sorted" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
   worst=$(echo "$sorted" | tail -1)
