@@ -13,6 +13,8 @@
 #              (every cluster reconciled once, nothing to change)
 #   p99 CPU    the same reconciles' CPU time (Stateward: stateward_reconcile_cpu_seconds, the CPU
 #              time of its polls; ECK exports none: "-")
+#   all CPU    p99 CPU time of every reconcile before the restart: creation, convergence, the
+#              requeues while the pilots are absent, the idle window (same histogram)
 #   pod->st    seconds from a pod's Ready condition turning False to the cluster's status showing
 #              it (Stateward: status.nodes[].ready; ECK: status.availableNodes), median of PROBES
 # Needs root and `cargo dev up`; builds kwok and ECK through the Go module proxy on first use.
@@ -164,15 +166,16 @@ cpu_seconds() { # utime + stime of the process, in seconds
 }
 # Sum of a counter family in a Prometheus/OpenMetrics scrape.
 metric_sum() { curl -fsS "$1" | awk -v m="$2" '$1 ~ "^"m"(\\{|$)" {s += $NF} END {printf "%d", s}'; }
-# histogram_quantile over the summed buckets of one histogram (label filter as a regex).
-quantile() {
-  curl -fsS "$1" | awk -v m="$2_bucket" -v f="$3" '
+# histogram_quantile over the summed buckets of one histogram (label filter as a regex), in the
+# scrape file $1.
+quantile() { # $1 scrape file, $2 histogram, $3 label filter, $4 quantile
+  awk -v m="$2_bucket" -v f="$3" '
     index($1, m"{") == 1 && $1 ~ f {
       match($1, /le="[^"]+"/); le = substr($1, RSTART + 4, RLENGTH - 5)
       if (le == "+Inf") le = 1e12
       sum[le + 0] += $NF
     }
-    END { for (le in sum) print le, sum[le] }' | sort -g | awk -v q="$4" '
+    END { for (le in sum) print le, sum[le] }' "$1" | sort -g | awk -v q="$4" '
     { le[NR] = $1; c[NR] = $2 }
     END {
       total = c[NR]
@@ -280,7 +283,7 @@ wait_reconciled() { # $1 histogram, $2 label filter, $3 N
 
 measure() { # $1 operator, $2 N: prints one table row
   local op=$1 n=$2 ns res objects prefix pod_suffix counter hist cpu_hist filter
-  local conv rss0 rss1 c0 c1 r0 r1 lat p50 p99 cpu99=- i
+  local conv rss0 rss1 c0 c1 r0 r1 lat p50 p99 cpu99=- all99=- i
   case $op in
     stateward) ns=bench-stateward res=cassandraclusters objects=cassandra_clusters prefix=c
       pod_suffix=-main-0 counter=stateward_api_requests_total
@@ -303,6 +306,7 @@ measure() { # $1 operator, $2 N: prints one table row
   sleep "$IDLE_SECONDS"
   c1=$(cpu_seconds "$op_pid"); r1=$(metric_sum "$metrics" "$counter")
   curl -fsS "$metrics" >"$work/$op-$n-idle.metrics" # kept for a closer look
+  [ -n "$cpu_hist" ] && all99=$(quantile "$work/$op-$n-idle.metrics" "$cpu_hist" "$filter" 0.99)
   noise_secrets "$SECRETS" | k apply -f - >/dev/null
   sleep 10
   rss1=$(rss_mib "$op_pid")
@@ -313,15 +317,16 @@ measure() { # $1 operator, $2 N: prints one table row
   stop_operator
   start_operator "$op"
   wait_reconciled "$hist" "$filter" "$n"
-  p50=$(quantile "$metrics" "$hist" "$filter" 0.5)
-  p99=$(quantile "$metrics" "$hist" "$filter" 0.99)
-  [ -n "$cpu_hist" ] && cpu99=$(quantile "$metrics" "$cpu_hist" "$filter" 0.99)
+  curl -fsS "$metrics" >"$work/$op-$n-restart.metrics"
+  p50=$(quantile "$work/$op-$n-restart.metrics" "$hist" "$filter" 0.5)
+  p99=$(quantile "$work/$op-$n-restart.metrics" "$hist" "$filter" 0.99)
+  [ -n "$cpu_hist" ] && cpu99=$(quantile "$work/$op-$n-restart.metrics" "$cpu_hist" "$filter" 0.99)
   # Deleted while the operator runs, which owns their finalizers.
   k delete "$res" -n "$ns" --all --wait=true --timeout=600s >/dev/null
   stop_operator
-  printf '%-9s %5d %9.1f %8s %8s %8.2f %8.0f %9s %9s %9s %8s\n' "$op" "$n" "$conv" "$rss0" "$rss1" \
+  printf '%-9s %5d %9.1f %8s %8s %8.2f %8.0f %9s %9s %9s %9s %8s\n' "$op" "$n" "$conv" "$rss0" "$rss1" \
     "$(echo "($c1 - $c0) * 60 / $IDLE_SECONDS" | bc -l)" \
-    "$(echo "($r1 - $r0) * 60 / $IDLE_SECONDS" | bc -l)" "$p50" "$p99" "$cpu99" "$(median "${lat[@]}")"
+    "$(echo "($r1 - $r0) * 60 / $IDLE_SECONDS" | bc -l)" "$p50" "$p99" "$cpu99" "$all99" "$(median "${lat[@]}")"
   k delete namespace "$ns" "$ns-system" bench-noise --wait=true --timeout=600s >/dev/null
   k create namespace bench-noise >/dev/null
 }
@@ -330,8 +335,8 @@ for ns in bench-stateward bench-stateward-system bench-eck bench-eck-system benc
   k wait --for=delete "namespace/$ns" --timeout=600s >/dev/null 2>&1 || true
 done
 k create namespace bench-noise >/dev/null
-printf '%-9s %5s %9s %8s %8s %8s %8s %9s %9s %9s %8s\n' operator N "converge" "RSS MiB" "+secrets" \
-  "CPU s/m" "API r/m" "p50" "p99" "p99 CPU" "pod->st"
+printf '%-9s %5s %9s %8s %8s %8s %8s %9s %9s %9s %9s %8s\n' operator N "converge" "RSS MiB" "+secrets" \
+  "CPU s/m" "API r/m" "p50" "p99" "p99 CPU" "all CPU" "pod->st"
 for n in $CLUSTERS; do
   fake_nodes "$n" | k apply -f - >/dev/null
   for op in $OPERATORS; do measure "$op" "$n"; done

@@ -8,6 +8,8 @@
 //!
 //! The StatefulSet and Pod watches are shared with the controllers (their events wake the
 //! clusters that own the objects): one watch per kind for every database.
+//!
+//! The kinds a reconcile lists are indexed by cluster ([`super::index`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::Error;
+use super::index::ClusterIndex;
 use crate::apply::WriteCounter;
 use crate::labels;
 
@@ -51,6 +54,8 @@ pub struct Caches {
     statefulsets: Store<StatefulSet>,
     pods: Store<Pod>,
     claims: Store<PersistentVolumeClaim>,
+    /// The kinds a reconcile lists, by cluster.
+    indexes: Indexes,
     config_maps: Store<ConfigMap>,
     services: Store<Service>,
     budgets: Store<PodDisruptionBudget>,
@@ -74,6 +79,11 @@ type NamedRead = (Instant, Option<Secret>);
 pub trait Cached: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
     fn store<'a>(caches: &'a Caches, namespace: &str) -> &'a Store<Self>;
 
+    /// The store's names by cluster, for a kind a reconcile lists.
+    fn index(_caches: &Caches) -> Option<&ClusterIndex> {
+        None
+    }
+
     /// The object as a reconcile reads it, from the form the store keeps.
     fn unpack(kept: &Self) -> Result<Self, Error> {
         Ok(kept.clone())
@@ -88,6 +98,25 @@ macro_rules! cached {
             }
         }
     };
+    ($kind:ty, $field:ident, indexed) => {
+        impl Cached for $kind {
+            fn store<'a>(caches: &'a Caches, _namespace: &str) -> &'a Store<Self> {
+                &caches.$field
+            }
+
+            fn index(caches: &Caches) -> Option<&ClusterIndex> {
+                Some(&caches.indexes.$field)
+            }
+        }
+    };
+}
+
+/// The [`ClusterIndex`] of each kind a reconcile lists.
+#[derive(Default)]
+struct Indexes {
+    statefulsets: Arc<ClusterIndex>,
+    pods: Arc<ClusterIndex>,
+    claims: Arc<ClusterIndex>,
 }
 
 impl Cached for StatefulSet {
@@ -95,12 +124,16 @@ impl Cached for StatefulSet {
         &caches.statefulsets
     }
 
+    fn index(caches: &Caches) -> Option<&ClusterIndex> {
+        Some(&caches.indexes.statefulsets)
+    }
+
     fn unpack(kept: &Self) -> Result<Self, Error> {
         unpack_statefulset(kept)
     }
 }
-cached!(Pod, pods);
-cached!(PersistentVolumeClaim, claims);
+cached!(Pod, pods, indexed);
+cached!(PersistentVolumeClaim, claims, indexed);
 cached!(ConfigMap, config_maps);
 cached!(Service, services);
 cached!(PodDisruptionBudget, budgets);
@@ -155,14 +188,22 @@ impl Caches {
         selector: &BTreeMap<String, String>,
     ) -> Result<Vec<K>, Error> {
         let store = self.fresh::<K>(namespace, None)?;
-        let mut found = store
-            .state()
+        let matches = |o: &K| {
+            let labels = o.labels();
+            o.meta().namespace.as_deref() == Some(namespace)
+                && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        let candidates = match (K::index(self), selector.get(labels::CLUSTER)) {
+            (Some(index), Some(cluster)) => index
+                .names(namespace, cluster)
+                .iter()
+                .filter_map(|name| store.get(&ObjectRef::new(name).within(namespace)))
+                .filter(|o| matches(o))
+                .collect(),
+            _ => store.state_filter(matches),
+        };
+        let mut found = candidates
             .iter()
-            .filter(|o| o.namespace().as_deref() == Some(namespace))
-            .filter(|o| {
-                let labels = o.labels();
-                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
             .map(|o| K::unpack(o))
             .collect::<Result<Vec<K>, Error>>()?;
         // The API lists by name; so do we, so the order does not depend on the cache.
@@ -255,6 +296,8 @@ pub struct OwnedEvents {
 pub struct Feeds {
     statefulsets: Writer<StatefulSet>,
     pods: Writer<Pod>,
+    statefulset_index: Arc<ClusterIndex>,
+    pod_index: Arc<ClusterIndex>,
     watches: Vec<BoxFuture<'static, ()>>,
     apis: WatchedApis,
 }
@@ -283,11 +326,17 @@ pub fn caches(
     }
     let owned = owned_watch();
     let mut watches = Vec::new();
-    let claims = feed(api(client, namespace), owned.clone(), &mut watches);
-    let config_maps = feed(api(client, namespace), owned.clone(), &mut watches);
-    let services = feed(api(client, namespace), owned.clone(), &mut watches);
-    let budgets = feed(api(client, namespace), owned.clone(), &mut watches);
-    let secrets = feed(api(client, namespace), owned.clone(), &mut watches);
+    let indexes = Indexes::default();
+    let claims = feed(
+        api(client, namespace),
+        owned.clone(),
+        Some(indexes.claims.clone()),
+        &mut watches,
+    );
+    let config_maps = feed(api(client, namespace), owned.clone(), None, &mut watches);
+    let services = feed(api(client, namespace), owned.clone(), None, &mut watches);
+    let budgets = feed(api(client, namespace), owned.clone(), None, &mut watches);
+    let secrets = feed(api(client, namespace), owned.clone(), None, &mut watches);
     let credentials_selector = format!(
         "{},{}=true",
         labels::managed_selector(),
@@ -296,14 +345,17 @@ pub fn caches(
     let credentials = feed(
         api(client, Some(credentials_namespace)),
         paged(watcher::Config::default().labels(&credentials_selector)),
+        None,
         &mut watches,
     );
+    let (statefulset_index, pod_index) = (indexes.statefulsets.clone(), indexes.pods.clone());
     let (statefulsets_store, statefulsets) = reflector::store_shared(SHARED_BUFFER);
     let (pods_store, pods) = reflector::store_shared(SHARED_BUFFER);
     let caches = Caches {
         statefulsets: statefulsets_store,
         pods: pods_store,
         claims,
+        indexes,
         config_maps,
         services,
         budgets,
@@ -318,6 +370,8 @@ pub fn caches(
     let feeds = Feeds {
         statefulsets,
         pods,
+        statefulset_index,
+        pod_index,
         watches,
         apis: WatchedApis {
             statefulsets: api(client, namespace),
@@ -327,11 +381,12 @@ pub fn caches(
     (caches, feeds)
 }
 
-/// A store fed by a watch of `api` (not shared with a controller); the watch is pushed on
-/// `watches`.
+/// A store fed by a watch of `api` (not shared with a controller), and `index` with it; the
+/// watch is pushed on `watches`.
 fn feed<K>(
     api: Api<K>,
     config: watcher::Config,
+    index: Option<Arc<ClusterIndex>>,
     watches: &mut Vec<BoxFuture<'static, ()>>,
 ) -> Store<K>
 where
@@ -344,14 +399,35 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    let after = index.clone();
     watches.push(Box::pin(
         watcher(api, config)
             .default_backoff()
             .modify(|o: &mut K| o.managed_fields_mut().clear())
+            .map(move |event| index_before(index.as_deref(), event))
             .reflect(writer)
+            .map(move |event| index_after(after.as_deref(), event))
             .for_each(log_watch_error),
     ));
     store
+}
+
+type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
+
+/// `event`, once `index` holds what it brings (before the store does).
+fn index_before<K: Resource>(index: Option<&ClusterIndex>, event: WatchEvent<K>) -> WatchEvent<K> {
+    if let (Some(index), Ok(e)) = (index, &event) {
+        index.before_store(e);
+    }
+    event
+}
+
+/// `event`, once `index` lets go of what it took away (after the store did).
+fn index_after<K: Resource>(index: Option<&ClusterIndex>, event: WatchEvent<K>) -> WatchEvent<K> {
+    if let (Some(index), Ok(e)) = (index, &event) {
+        index.after_store(e);
+    }
+    event
 }
 
 impl Feeds {
@@ -367,15 +443,21 @@ impl Feeds {
     /// Runs every watch until the process ends (each retries with backoff on its own).
     pub async fn run(self) {
         let owned = owned_watch();
+        let (sts_index, pod_index) = (self.statefulset_index, self.pod_index);
+        let (sts_after, pod_after) = (sts_index.clone(), pod_index.clone());
         let statefulsets = watcher(self.apis.statefulsets, owned.clone())
             .default_backoff()
             .modify(pack_statefulset)
+            .map(move |event| index_before(Some(&sts_index), event))
             .reflect_shared(self.statefulsets)
+            .map(move |event| index_after(Some(&sts_after), event))
             .for_each(log_watch_error);
         let pods = watcher(self.apis.pods, owned)
             .default_backoff()
             .modify(slim_pod)
+            .map(move |event| index_before(Some(&pod_index), event))
             .reflect_shared(self.pods)
+            .map(move |event| index_after(Some(&pod_after), event))
             .for_each(log_watch_error);
         let mut all = self.watches;
         all.push(Box::pin(statefulsets));

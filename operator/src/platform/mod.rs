@@ -2,6 +2,7 @@
 //! recording status and Events. The database modules call it; it knows no database.
 
 pub mod cache;
+pub mod index;
 pub mod leader;
 pub mod login;
 pub mod names;
